@@ -1,0 +1,181 @@
+"""Verdicts: compare a student's answer with the reference gradient and say why it differs.
+
+Runs only in the grader's own process, on values decoded from the student process,
+so nothing the student's code did (say, reassigning `torch.allclose`) can reach it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+import torch
+
+from grader.execution import Answer
+
+RTOL, ATOL = 1e-5, 1e-8
+
+
+class Status(str, Enum):
+    EXACT = "exact"
+    APPROX = "approx"
+    FAIL = "fail"
+    BLANK = "blank"
+    MISSING = "missing"
+    ERROR = "error"
+
+    @property
+    def passed(self) -> bool:
+        return self in (Status.EXACT, Status.APPROX)
+
+
+@dataclass(frozen=True)
+class TensorResult:
+    """The verdict on one gradient."""
+
+    name: str  # dlogprobs
+    tensor: str  # logprobs
+    status: Status
+    maxdiff: float | None = None
+    expected_shape: tuple[int, ...] | None = None
+    got_shape: tuple[int, ...] | None = None
+    line: int | None = None
+    hint: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["status"] = self.status.value
+        for key in ("expected_shape", "got_shape"):
+            data[key] = list(data[key]) if data[key] is not None else None
+        if data["maxdiff"] is not None and not math.isfinite(data["maxdiff"]):
+            data["maxdiff"] = str(data["maxdiff"])  # JSON has no inf or nan
+        return data
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """The verdicts on one student file."""
+
+    file: str
+    exercise: str | None
+    results: tuple[TensorResult, ...] = ()
+    error: str | None = None
+    points: float = 1.0
+    output: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def score(self) -> float:
+        return self.points * sum(r.status.passed for r in self.results)
+
+    @property
+    def max_score(self) -> float:
+        return self.points * len(self.results)
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(r.status.passed for r in self.results)
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "exercise": self.exercise,
+            "score": self.score,
+            "max_score": self.max_score,
+            "error": self.error,
+            "results": [r.to_dict() for r in self.results],
+            "output": self.output,
+            "notes": list(self.notes),
+        }
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def shape_hint(name: str, tensor: str, expected: tuple[int, ...], got: tuple[int, ...]) -> str:
+    """Why a gradient has the wrong shape, in terms of the likely mistake."""
+    base = f"`{name}` has shape {_shape(got)} but `{tensor}` has shape {_shape(expected)}"
+    if len(got) == 2 and got == expected[::-1]:
+        return f"{base}: that is the transpose; did you mean `.T`, or the operands of `@` the other way round?"
+    squeezed = tuple(s for s in expected if s != 1)
+    if got == squeezed and len(got) < len(expected):
+        return f"{base}: a size-1 axis is missing; sum with `keepdim=True`"
+    if tuple(s for s in got if s != 1) == expected and len(got) > len(expected):
+        return f"{base}: it has an extra size-1 axis; drop `keepdim=True` or the extra axis"
+    try:
+        broadcast = tuple(torch.broadcast_shapes(expected, got))
+    except RuntimeError:
+        broadcast = None
+    if broadcast == got:
+        offset = len(got) - len(expected)
+        dims = list(range(offset)) + [
+            offset + i for i, s in enumerate(expected) if s == 1 and got[offset + i] != 1
+        ]
+        which = "dim " + ", ".join(str(d) for d in dims) if len(dims) > 1 else f"dim {dims[0]}"
+        keep = " with `keepdim=True`" if offset == 0 else ""
+        return (
+            f"{base}: `{tensor}` was broadcast to {_shape(got)} in the forward pass, "
+            f"so its gradient must be summed over {which}{keep}"
+        )
+    if math.prod(got) == math.prod(expected):
+        return f"{base}: the same number of entries in another arrangement; check your `view`/`reshape`"
+    return f"{base}: a gradient always has the shape of its tensor"
+
+
+def compare(answer: Answer, expected: torch.Tensor, tensor: str, *, rtol: float = RTOL, atol: float = ATOL) -> TensorResult:
+    """The verdict on one answer against its reference gradient."""
+    name = answer.name
+    expected_shape = tuple(expected.shape)
+    common = dict(name=name, tensor=tensor, expected_shape=expected_shape, line=answer.line)
+    if answer.kind == "blank":
+        return TensorResult(status=Status.BLANK, **common)
+    if answer.kind == "missing":
+        return TensorResult(status=Status.MISSING, hint=f"`{name}` is never assigned", **common)
+    if answer.kind == "error":
+        return TensorResult(status=Status.ERROR, hint=answer.message, **common)
+    if answer.kind == "other" or answer.value is None:
+        return TensorResult(
+            status=Status.FAIL,
+            hint=f"`{name}` is {answer.description}, not a tensor; build it with torch operations",
+            **common,
+        )
+    got = answer.value
+    got_shape = tuple(got.shape)
+    common["got_shape"] = got_shape
+    if got_shape != expected_shape:
+        return TensorResult(status=Status.FAIL, hint=shape_hint(name, tensor, expected_shape, got_shape), **common)
+    if got.dtype != expected.dtype:
+        return TensorResult(
+            status=Status.FAIL,
+            hint=f"`{name}` has dtype {str(got.dtype).removeprefix('torch.')} but `{tensor}` is "
+            f"{str(expected.dtype).removeprefix('torch.')}; a gradient has the dtype of its tensor",
+            **common,
+        )
+    if not torch.isfinite(got).all():
+        nan, inf = int(torch.isnan(got).sum()), int(torch.isinf(got).sum())
+        parts = [f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else ""]
+        return TensorResult(
+            status=Status.FAIL,
+            maxdiff=math.inf,
+            hint=f"`{name}` has {' and '.join(p for p in parts if p)} values; look for a division by zero or a log of 0",
+            **common,
+        )
+    maxdiff = (got - expected).abs().max().item() if got.numel() else 0.0
+    if torch.equal(got, expected):
+        return TensorResult(status=Status.EXACT, maxdiff=maxdiff, **common)
+    if torch.allclose(got, expected, rtol=rtol, atol=atol):
+        return TensorResult(status=Status.APPROX, maxdiff=maxdiff, **common)
+    return TensorResult(status=Status.FAIL, maxdiff=maxdiff, hint=value_hint(name, got, expected, rtol, atol), **common)
+
+
+def value_hint(name: str, got: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> str | None:
+    """What a wrong value most likely means, when the shape is right."""
+    if torch.allclose(-got, expected, rtol=rtol, atol=atol):
+        return f"`{name}` has the right size but the opposite sign"
+    if not got.any() and expected.any():
+        return f"`{name}` is all zeros; was an accumulation (`+=`) overwritten?"
+    wrong = ~torch.isclose(got, expected, rtol=rtol, atol=atol)
+    count = int(wrong.sum())
+    return f"{count} of {got.numel()} entries differ"

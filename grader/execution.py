@@ -1,0 +1,439 @@
+"""Run a student's file, one top-level statement at a time, in a separate process.
+
+The plan (which statement makes the final assignment to each gradient, which are
+still blank) is worked out here, in the grader's process, from the syntax tree.
+A forked child then executes the statements with the reference tensors in scope.
+As soon as a statement has made its final assignment to `dX`, the child sends a
+copy of the student's value back and puts the *reference* gradient in its place,
+so that every later line is judged on correct inputs. Before every statement the
+forward tensors and the injected gradients are restored from fresh copies, so no
+in-place change by the student can leak into another line's verdict.
+
+Values come back over a pipe as a JSON header plus raw tensor bytes: nothing the
+child writes is ever unpickled or executed by the grader. The child has a
+wall-clock limit; whatever it sent before it hung, crashed or exited is kept.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import io
+import json
+import os
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from grader.network import Reference
+
+DEFAULT_TIMEOUT = 5.0
+MAX_OUTPUT = 4000  # characters of the student's printed output kept
+MAX_HEADER = 1 << 16
+MAX_PAYLOAD = 1 << 28
+
+DTYPES = {
+    str(dtype).removeprefix("torch."): dtype
+    for dtype in (
+        torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128,
+        torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool,
+    )
+}
+
+
+class SubmissionError(Exception):
+    """The file cannot be graded at all (unreadable, not Python)."""
+
+
+@dataclass
+class Statement:
+    """One top-level statement of the student's file."""
+
+    index: int
+    line: int
+    end_line: int
+    node: ast.stmt
+    assigns: frozenset[str]  # the target names it assigns or changes in place
+    blank: bool  # `dX = ...`: the placeholder is still there
+
+
+@dataclass
+class Plan:
+    """The statements of a file and, for each target, the statement that finishes it."""
+
+    statements: list[Statement]
+    final: dict[str, int]  # target -> index of its last assigning statement
+    missing: list[str]  # targets never assigned
+
+    @property
+    def assigned(self) -> set[str]:
+        return set(self.final)
+
+
+@dataclass
+class Answer:
+    """What the student's file produced for one target."""
+
+    name: str
+    line: int | None = None
+    value: torch.Tensor | None = None
+    kind: str = "tensor"  # tensor | other | blank | missing | error
+    description: str = ""  # for `other`: what the value is instead of a tensor
+    message: str = ""  # for `error`
+
+
+@dataclass
+class Run:
+    """Everything one execution of a file produced."""
+
+    answers: dict[str, Answer] = field(default_factory=dict)
+    error: str | None = None  # a whole-file problem: time limit, exit, crash
+    output: str = ""  # what the student's code printed (truncated)
+    notes: list[str] = field(default_factory=list)  # errors in lines that assign no target
+
+
+def read_source(path: str) -> str:
+    """The text of a student file, or a `SubmissionError` saying in one sentence why not."""
+    try:
+        data = open(path, "rb").read()
+    except FileNotFoundError:
+        raise SubmissionError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise SubmissionError(f"{path} is a directory, not a Python file") from None
+    except OSError as exc:
+        raise SubmissionError(f"{path} cannot be read: {exc.strerror}") from None
+    if b"\0" in data:
+        raise SubmissionError(f"{path} is a binary file, not Python source")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SubmissionError(f"{path} is not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+def _base_name(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Subscript, ast.Attribute, ast.Starred)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def assigned_names(node: ast.AST) -> set[str]:
+    """Every name a statement binds or changes in place: `x = `, `x[i] += `, `for x in`,
+    `x.add_(...)` and the like, anywhere inside it (loops included)."""
+    names: set[str] = set()
+    for child in ast.walk(node):
+        if isinstance(child, (ast.Name, ast.Subscript, ast.Attribute, ast.Starred)) and isinstance(
+            getattr(child, "ctx", None), (ast.Store, ast.Del)
+        ):
+            base = _base_name(child)
+            if base:
+                names.add(base)
+        elif isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute):
+            method = child.func.attr
+            if method.endswith("_") and not method.startswith("__"):  # in-place: x.index_add_(...)
+                base = _base_name(child.func.value)
+                if base:
+                    names.add(base)
+    return names
+
+
+def _is_blank(node: ast.stmt) -> bool:
+    value = getattr(node, "value", None)
+    return isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and (
+        isinstance(value, ast.Constant) and value.value is Ellipsis
+    )
+
+
+def plan(source: str, filename: str, targets: tuple[str, ...]) -> Plan:
+    """Parse a file and find, for each target, the statement that finishes it.
+    Raises `SyntaxError` for a file that is not valid Python."""
+    tree = ast.parse(source, filename=filename)
+    statements, final = [], {}
+    for index, node in enumerate(tree.body):
+        assigns = frozenset(assigned_names(node) & set(targets))
+        statements.append(
+            Statement(index, node.lineno, node.end_lineno or node.lineno, node, assigns, _is_blank(node))
+        )
+        for name in assigns:
+            final[name] = index
+    missing = [t for t in targets if t not in final]
+    return Plan(statements=statements, final=final, missing=missing)
+
+
+# --- the wire format: a 4-byte length, a JSON header, then raw bytes if the header says so ---
+
+
+def _send(fd: int, header: dict, payload: bytes = b"") -> None:
+    if payload:
+        header["nbytes"] = len(payload)
+    data = json.dumps(header).encode()
+    buf = struct.pack(">I", len(data)) + data + payload
+    while buf:
+        written = os.write(fd, buf)
+        buf = buf[written:]
+
+
+def encode_value(value: object) -> tuple[dict, bytes]:
+    """A student's value as a header and bytes: tensors as their raw data, anything else
+    as a short description (a float is not a gradient tensor)."""
+    if isinstance(value, torch.Tensor) and value.layout == torch.strided and not value.is_meta:
+        tensor = value.detach().cpu().clone(memory_format=torch.contiguous_format)
+        return (
+            {"kind": "tensor", "dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)},
+            bytes(tensor.untyped_storage()) if tensor.numel() else b"",
+        )
+    kind = type(value)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    description = "None" if value is None else f"a {name}"
+    shape = getattr(value, "shape", None)
+    if shape is not None and kind.__module__.startswith("numpy"):
+        description += f" of shape {tuple(shape)}"
+    return {"kind": "other", "description": description}, b""
+
+
+def decode_tensor(header: dict, payload: bytes) -> torch.Tensor:
+    """Rebuild a tensor from the child's header and bytes, checking every field."""
+    dtype = DTYPES.get(header.get("dtype"))
+    shape = header.get("shape")
+    if dtype is None or not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise ValueError("malformed tensor header")
+    numel = 1
+    for s in shape:
+        numel *= s
+    if numel * torch.empty((), dtype=dtype).element_size() != len(payload):
+        raise ValueError("tensor size does not match its data")
+    if not payload:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(bytearray(payload), dtype=dtype).reshape(shape)
+
+
+class _BoundedText(io.TextIOBase):
+    """A stdout that keeps the first characters printed and drops the rest."""
+
+    def __init__(self, limit: int):
+        self.parts: list[str] = []
+        self.size, self.limit, self.dropped = 0, limit, False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.size < self.limit:
+            keep = text[: self.limit - self.size]
+            self.parts.append(keep)
+            self.size += len(keep)
+        if len(text) and self.size >= self.limit:
+            self.dropped = True
+        return len(text)
+
+    def getvalue(self) -> str:
+        return "".join(self.parts) + ("\n[... output cut ...]" if self.dropped else "")
+
+
+def _student_error(exc: BaseException, filename: str, fallback_line: int) -> tuple[int, str]:
+    """The line in the student's file where an exception arose, and a one-line message."""
+    line = fallback_line
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == filename and frame.lineno:
+            line = frame.lineno
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line, message[:300]
+
+
+def _child(
+    write_fd: int, reference: Reference, the_plan: Plan, filename: str, targets: tuple[str, ...]
+) -> None:
+    """The body of the forked process: execute, report, never return."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        output = _BoundedText(MAX_OUTPUT)
+        sys.stdout = sys.stderr = output
+        sys.stdin = io.StringIO("")
+        torch.set_num_threads(1)
+        torch.set_grad_enabled(False)
+        _execute(write_fd, reference, the_plan, filename, targets, output)
+    except BaseException:  # noqa: BLE001 - the child must never fall back into the grader
+        pass
+    os._exit(0)
+
+
+def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, output) -> None:
+    tensors = reference.tensors
+    gradients = {t: reference.gradients[t[1:]] for t in targets}
+    namespace: dict[str, object] = {"__name__": "__student__", "__builtins__": builtins, "torch": torch, "F": F}
+    namespace.update(reference.scope())
+    injected = {name: gradients[name] for name in the_plan.missing}
+    finishing: dict[int, list[str]] = {}
+    for name, index in the_plan.final.items():
+        finishing.setdefault(index, []).append(name)
+    failed: set[str] = set()
+
+    for statement in the_plan.statements:
+        # Fresh copies before every statement: nothing the student did to them sticks.
+        for name, tensor in tensors.items():
+            namespace[name] = tensor.clone()
+        for name, tensor in injected.items():
+            namespace[name] = tensor.clone()
+        _send(write_fd, {"t": "line", "line": statement.line})
+        if not statement.blank:
+            try:
+                code = compile(ast.Module(body=[statement.node], type_ignores=[]), filename, "exec")
+                exec(code, namespace)
+            except (SystemExit, KeyboardInterrupt) as exc:
+                line, _ = _student_error(exc, filename, statement.line)
+                what = "calls exit()" if isinstance(exc, SystemExit) else "raises KeyboardInterrupt"
+                _send(write_fd, {"t": "stop", "line": line, "message": f"line {line} {what}: grading stopped there"})
+                break
+            except BaseException as exc:  # noqa: BLE001 - student code may raise anything
+                line, message = _student_error(exc, filename, statement.line)
+                names = sorted(statement.assigns - failed)
+                if names:
+                    _send(write_fd, {"t": "error", "names": names, "line": line, "message": message})
+                    failed.update(names)
+                else:
+                    _send(write_fd, {"t": "note", "line": line, "message": message})
+        for name in finishing.get(statement.index, []):
+            if name not in failed and not statement.blank:
+                if name in namespace:
+                    header, payload = encode_value(namespace[name])
+                    _send(write_fd, {"t": "answer", "name": name, "line": statement.line, **header}, payload)
+                else:
+                    _send(write_fd, {"t": "error", "names": [name], "line": statement.line,
+                                     "message": f"NameError: `{name}` was deleted"})
+            injected[name] = gradients[name]
+    _send(write_fd, {"t": "output", "text": output.getvalue()})
+    _send(write_fd, {"t": "done"})
+
+
+class _Reader:
+    """Reads framed messages from the child until EOF or the deadline."""
+
+    def __init__(self, fd: int, deadline: float):
+        self.fd, self.deadline, self.buffer = fd, deadline, bytearray()
+
+    def _fill(self, size: int) -> bool:
+        while len(self.buffer) < size:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if not ready:
+                raise TimeoutError
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                return False
+            self.buffer += chunk
+        return True
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def messages(self):
+        while True:
+            if not self._fill(4):
+                return
+            (length,) = struct.unpack(">I", self._take(4))
+            if length > MAX_HEADER or not self._fill(length):
+                raise ValueError("malformed message")
+            header = json.loads(self._take(length))
+            if not isinstance(header, dict):
+                raise ValueError("malformed message")
+            nbytes = header.get("nbytes", 0)
+            if not isinstance(nbytes, int) or not 0 <= nbytes <= MAX_PAYLOAD or not self._fill(nbytes):
+                raise ValueError("malformed message")
+            yield header, self._take(nbytes)
+
+
+def run_submission(
+    *, source: str, filename: str, reference: Reference, targets: tuple[str, ...], timeout: float = DEFAULT_TIMEOUT
+) -> Run:
+    """Execute a student's source against one reference and collect an `Answer` per target.
+    A `SyntaxError` is raised for source that does not parse."""
+    the_plan = plan(source, filename, targets)
+    run = Run()
+    for name in the_plan.missing:
+        run.answers[name] = Answer(name=name, kind="missing")
+    for name, index in the_plan.final.items():
+        statement = the_plan.statements[index]
+        if statement.blank:
+            run.answers[name] = Answer(name=name, line=statement.line, kind="blank")
+
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_fd)
+        os.setsid()  # its own process group, so a timeout kills everything it started
+        _child(write_fd, reference, the_plan, filename, targets)
+    os.close(write_fd)
+
+    current_line, finished = None, False
+    try:
+        for header, payload in _Reader(read_fd, time.monotonic() + timeout).messages():
+            kind = header.get("t")
+            if kind == "line":
+                current_line = header.get("line")
+            elif kind == "answer" and header.get("name") in the_plan.final:
+                name = header["name"]
+                if header.get("kind") == "tensor":
+                    run.answers[name] = Answer(name=name, line=header.get("line"), value=decode_tensor(header, payload))
+                else:
+                    run.answers[name] = Answer(
+                        name=name, line=header.get("line"), kind="other", description=str(header.get("description"))
+                    )
+            elif kind == "error":
+                for name in header.get("names", []):
+                    if name in the_plan.final:
+                        run.answers[name] = Answer(
+                            name=name, line=header.get("line"), kind="error", message=str(header.get("message"))
+                        )
+            elif kind == "note":
+                run.notes.append(f"line {header.get('line')}: {header.get('message')}")
+            elif kind == "stop":
+                run.error = str(header.get("message"))
+            elif kind == "output":
+                run.output = str(header.get("text", ""))[: MAX_OUTPUT + 40]
+            elif kind == "done":
+                finished = True
+    except TimeoutError:
+        where = f" (still running line {current_line})" if current_line else ""
+        run.error = f"time limit of {timeout:g} s exceeded{where}"
+    except (ValueError, json.JSONDecodeError):
+        run.error = "the student process sent malformed data"
+    finally:
+        os.close(read_fd)
+        _reap(pid)
+
+    if not finished and run.error is None:
+        where = f" at line {current_line}" if current_line else ""
+        run.error = f"the student process ended abruptly{where} (os._exit, a signal or a crash)"
+    if run.error:
+        for name in targets:
+            if name not in run.answers:
+                run.answers[name] = Answer(name=name, kind="error", message=f"not graded: {run.error}")
+    return run
+
+
+def _reap(pid: int) -> None:
+    """Kill the child's whole process group (if still alive) and collect its exit status."""
+    for kill in (os.killpg, os.kill):  # the group, and the child itself in case setsid() had not run
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,273 @@
+"""The reference network: the lecture's data, initialisation and forward pass, in one place.
+
+Everything the grader compares against is computed here, from a small `Config`:
+the word list becomes a vocabulary and a train/dev/test split, one seeded generator
+draws every parameter and the batch, and `forward` runs the lecture's chunked forward
+pass. `reference(config)` runs it with `retain_grad()` on every intermediate, calls
+`loss.backward()` and returns the tensors and their gradients.
+
+The body of `forward` is also shown, as comments, at the top of every exercise stub,
+so it is written exactly as a student reads it in the lecture.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import inspect
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+LECTURE_SEED = 2147483647
+SPLIT_SEED = 42
+
+
+def default_words_path() -> Path:
+    """Where `names.txt` lives: the checkout's `data/`, else the copy pip installed."""
+    candidates = [
+        Path(__file__).resolve().parent.parent / "data" / "names.txt",
+        Path(sys.prefix) / "share" / "backprop-ninja" / "names.txt",
+    ]
+    for path in candidates:
+        if path.is_file():
+            return path
+    return candidates[0]
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration of the network: its sizes, its seed and its data."""
+
+    name: str = "lecture"
+    seed: int = LECTURE_SEED
+    block_size: int = 3  # characters of context
+    n_embd: int = 10  # dimensions of a character embedding
+    n_hidden: int = 64  # neurons in the hidden layer
+    batch_size: int = 32
+    words_path: Path | None = None  # None: data/names.txt
+    drop_letters: str = ""  # words holding any of these letters are left out
+    max_words: int | None = None  # keep only the first words of the file
+
+    def describe(self) -> str:
+        """One line for reports: the sizes a student might hard-code."""
+        extra = f", names without {', '.join(self.drop_letters)}" if self.drop_letters else ""
+        return (
+            f"{self.name}: batch {self.batch_size}, block_size {self.block_size}, "
+            f"n_embd {self.n_embd}, n_hidden {self.n_hidden}, seed {self.seed}{extra}"
+        )
+
+
+LECTURE = Config()
+
+
+class DataError(Exception):
+    """The word list is missing, unreadable or unusable."""
+
+
+@functools.lru_cache(maxsize=8)
+def load_words(path: Path | None = None, drop_letters: str = "", max_words: int | None = None) -> tuple[str, ...]:
+    """The word list, one word a line, in file order (blank lines skipped)."""
+    path = path or default_words_path()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"the word list {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"the word list {path} cannot be read: {exc}") from None
+    words = [line.strip() for line in text.splitlines() if line.strip()]
+    if drop_letters:
+        words = [w for w in words if not set(w) & set(drop_letters)]
+    if max_words is not None:
+        words = words[:max_words]
+    if len(words) < 10:
+        raise DataError(f"the word list {path} has fewer than 10 usable words")
+    return tuple(words)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Characters to indices: '.' is 0 (start and end of a word), then the sorted characters."""
+
+    itos: tuple[str, ...]
+
+    @classmethod
+    def from_words(cls, words: tuple[str, ...]) -> "Vocabulary":
+        chars = sorted(set("".join(words)) - {"."})
+        return cls(itos=(".", *chars))
+
+    @functools.cached_property
+    def stoi(self) -> dict[str, int]:
+        return {ch: i for i, ch in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+
+def split_words(words: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
+    """The lecture's 80/10/10 split after `random.seed(42); random.shuffle(words)`."""
+    shuffled = list(words)
+    random.Random(SPLIT_SEED).shuffle(shuffled)
+    n1, n2 = int(0.8 * len(shuffled)), int(0.9 * len(shuffled))
+    return shuffled[:n1], shuffled[n1:n2], shuffled[n2:]
+
+
+def build_dataset(words: list[str], vocab: Vocabulary, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (context, next character) pair of every word, as the lecture builds them."""
+    X, Y = [], []
+    for w in words:
+        context = [0] * block_size
+        for ch in w + ".":
+            ix = vocab.stoi[ch]
+            X.append(context)
+            Y.append(ix)
+            context = context[1:] + [ix]
+    return torch.tensor(X, dtype=torch.long).view(-1, block_size), torch.tensor(Y, dtype=torch.long)
+
+
+class LazyDataset:
+    """The rows of `build_dataset` without building all of them.
+
+    Grading needs one batch of 32 rows out of ~180,000; building them all costs more
+    than the rest of grading. Row `i` is found by bisecting the words' offsets.
+    """
+
+    def __init__(self, words: list[str], vocab: Vocabulary, block_size: int):
+        self.words, self.vocab, self.block_size = words, vocab, block_size
+        self.offsets = [0]
+        for w in words:
+            self.offsets.append(self.offsets[-1] + len(w) + 1)
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def rows(self, ix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        X, Y = [], []
+        for i in ix.tolist():
+            k = bisect.bisect_right(self.offsets, i) - 1
+            padded = [0] * self.block_size + [self.vocab.stoi[ch] for ch in self.words[k] + "."]
+            pos = i - self.offsets[k]
+            X.append(padded[pos : pos + self.block_size])
+            Y.append(padded[pos + self.block_size])
+        return torch.tensor(X, dtype=torch.long).view(-1, self.block_size), torch.tensor(Y, dtype=torch.long)
+
+
+PARAMETER_NAMES = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
+
+
+def init_parameters(config: Config, vocab_size: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """The lecture's initialisation, every draw from the one seeded generator `g`."""
+    n_embd, n_hidden, block_size = config.n_embd, config.n_hidden, config.block_size
+    C = torch.randn((vocab_size, n_embd), generator=g)
+    W1 = torch.randn((n_embd * block_size, n_hidden), generator=g) * (5 / 3) / ((n_embd * block_size) ** 0.5)
+    b1 = torch.randn(n_hidden, generator=g) * 0.1  # useless under BatchNorm, kept as in the lecture
+    W2 = torch.randn((n_hidden, vocab_size), generator=g) * 0.1
+    b2 = torch.randn(vocab_size, generator=g) * 0.1
+    # Small random values rather than 1 and 0, so that a wrong gradient cannot hide.
+    bngain = torch.randn((1, n_hidden), generator=g) * 0.1 + 1.0
+    bnbias = torch.randn((1, n_hidden), generator=g) * 0.1
+    return dict(C=C, W1=W1, b1=b1, W2=W2, b2=b2, bngain=bngain, bnbias=bnbias)
+
+
+def forward(C, W1, b1, W2, b2, bngain, bnbias, Xb, Yb):
+    """The lecture's forward pass, chunked so that every intermediate has a name."""
+    n = Xb.shape[0]
+    # forward pass begins
+    emb = C[Xb]  # embed the characters into vectors
+    embcat = emb.view(emb.shape[0], -1)  # concatenate the vectors
+    # Linear layer 1
+    hprebn = embcat @ W1 + b1  # hidden layer pre-activation
+    # BatchNorm layer
+    bnmeani = 1/n*hprebn.sum(0, keepdim=True)
+    bndiff = hprebn - bnmeani
+    bndiff2 = bndiff**2
+    bnvar = 1/(n-1)*(bndiff2).sum(0, keepdim=True)  # Bessel's correction: 1/(n-1), not 1/n
+    bnvar_inv = (bnvar + 1e-5)**-0.5
+    bnraw = bndiff * bnvar_inv
+    hpreact = bngain * bnraw + bnbias
+    # Non-linearity
+    h = torch.tanh(hpreact)  # hidden layer
+    # Linear layer 2
+    logits = h @ W2 + b2  # output layer
+    # cross entropy loss (same as F.cross_entropy(logits, Yb))
+    logit_maxes = logits.max(1, keepdim=True).values
+    norm_logits = logits - logit_maxes  # subtract max for numerical stability
+    counts = norm_logits.exp()
+    counts_sum = counts.sum(1, keepdims=True)
+    counts_sum_inv = counts_sum**-1  # 1.0/counts_sum does not give an exact backward pass
+    probs = counts * counts_sum_inv
+    logprobs = probs.log()
+    loss = -logprobs[range(n), Yb].mean()
+    # forward pass ends
+    return dict(
+        emb=emb, embcat=embcat, hprebn=hprebn, bnmeani=bnmeani, bndiff=bndiff, bndiff2=bndiff2,
+        bnvar=bnvar, bnvar_inv=bnvar_inv, bnraw=bnraw, hpreact=hpreact, h=h, logits=logits,
+        logit_maxes=logit_maxes, norm_logits=norm_logits, counts=counts, counts_sum=counts_sum,
+        counts_sum_inv=counts_sum_inv, probs=probs, logprobs=logprobs, loss=loss,
+    )
+
+
+def forward_source(function=forward) -> list[str]:
+    """The lines of a forward pass between its 'begins' and 'ends' markers, dedented."""
+    lines = inspect.getsource(function).splitlines()
+    start = next(i for i, line in enumerate(lines) if "forward pass begins" in line)
+    end = next(i for i, line in enumerate(lines) if "forward pass ends" in line)
+    body = lines[start + 1 : end]
+    indent = min(len(line) - len(line.lstrip()) for line in body if line.strip())
+    return [line[indent:] for line in body]
+
+
+@dataclass
+class Reference:
+    """A forward and backward pass at one configuration: what student code sees and is judged by."""
+
+    config: Config
+    vocab: Vocabulary
+    tensors: dict[str, torch.Tensor]  # parameters, batch and every forward tensor, detached
+    gradients: dict[str, torch.Tensor]  # tensor name -> its .grad
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def scope(self) -> dict[str, object]:
+        """Fresh copies of everything a student line may read (never the originals)."""
+        values: dict[str, object] = {name: t.clone() for name, t in self.tensors.items()}
+        values.update(self.sizes)
+        return values
+
+
+def sample_batch(config: Config) -> tuple[Vocabulary, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The vocabulary, the initial parameters and the first training batch of a configuration."""
+    words = load_words(config.words_path, config.drop_letters, config.max_words)
+    vocab = Vocabulary.from_words(words)
+    train, _, _ = split_words(words)
+    g = torch.Generator().manual_seed(config.seed)
+    params = init_parameters(config, len(vocab), g)
+    dataset = LazyDataset(train, vocab, config.block_size)
+    ix = torch.randint(0, len(dataset), (config.batch_size,), generator=g)
+    Xb, Yb = dataset.rows(ix)
+    return vocab, params, Xb, Yb
+
+
+@functools.lru_cache(maxsize=8)
+def reference(config: Config = LECTURE) -> Reference:
+    """Run the forward pass with every intermediate's gradient retained, then `loss.backward()`."""
+    vocab, params, Xb, Yb = sample_batch(config)
+    for p in params.values():
+        p.requires_grad_(True)
+    with torch.enable_grad():
+        out = forward(**params, Xb=Xb, Yb=Yb)
+        for t in out.values():
+            t.retain_grad()
+        out["loss"].backward()
+    tensors = {name: t.detach() for name, t in {**params, **out}.items()}
+    tensors.update(Xb=Xb, Yb=Yb)
+    gradients = {name: t.grad.detach() for name, t in {**params, **out}.items() if t.grad is not None}
+    sizes = dict(
+        n=config.batch_size, batch_size=config.batch_size, vocab_size=len(vocab),
+        block_size=config.block_size, n_embd=config.n_embd, n_hidden=config.n_hidden,
+    )
+    return Reference(config=config, vocab=vocab, tensors=tensors, gradients=gradients, sizes=sizes)
+
