@@ -1,0 +1,37 @@
+"""Shared fixtures: the solution's source, and copies of it with one line changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from grader.exercises import EX1
+from grader.grading import grade_source
+
+torch.set_num_threads(1)  # as the CLI does: forking stays safe and tiny tensors stay fast
+
+SOLUTION = EX1.solution_path.read_text(encoding="utf-8")
+
+
+def replace_line(source: str, prefix: str, new: str) -> str:
+    """The source with the one line that starts with `prefix` replaced by `new`."""
+    lines = source.splitlines()
+    hits = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+    assert len(hits) == 1, f"expected one line starting with {prefix!r}, found {len(hits)}"
+    lines[hits[0]] = new
+    return "\n".join(lines) + "\n"
+
+
+def grade_text(source: str, *, filename: str = "ex1_backprop_all.py", exercise=EX1, timeout: float = 5.0):
+    return grade_source(source=source, filename=filename, exercise=exercise, timeout=timeout)
+
+
+def by_name(result) -> dict:
+    return {r.name: r for r in result.results}
+
+
+@pytest.fixture
+def solution() -> str:
+    return SOLUTION

@@ -1,0 +1,106 @@
+"""Running untrusted student code: every line judged alone, and nothing the code does breaks grading."""
+
+from __future__ import annotations
+
+import time
+
+from grader.compare import Status
+from grader.exercises import EX1
+
+from conftest import by_name, grade_text, replace_line
+
+
+def statuses(result) -> dict:
+    return {r.name: r.status for r in result.results}
+
+
+def test_syntax_error_is_a_file_level_error_listing_every_name(solution):
+    result = grade_text(replace_line(solution, "dh =", "dh = dlogits @@ W2.T"))
+    assert result.error and "syntax error at line" in result.error
+    assert len(result.results) == 26
+    assert set(statuses(result).values()) == {Status.ERROR}
+
+
+def test_infinite_loop_is_stopped_at_the_time_limit_and_earlier_lines_kept(solution):
+    source = replace_line(solution, "dh =", "while True: pass")
+    start = time.monotonic()
+    result = grade_text(source, timeout=1.0)
+    assert time.monotonic() - start < 5
+    assert "time limit of 1 s exceeded" in result.error and "line 22" in result.error
+    got = statuses(result)
+    assert got["dlogits"] is Status.EXACT  # answered before the loop
+    assert got["dW2"] is Status.ERROR
+
+
+def test_system_exit_stops_the_file_with_a_clear_error(solution):
+    result = grade_text(replace_line(solution, "dh =", "raise SystemExit"))
+    assert "line 22 calls exit()" in result.error
+    assert statuses(result)["dlogits"] is Status.EXACT
+    assert statuses(result)["dW2"] is Status.ERROR
+
+
+def test_os_exit_and_self_kill_are_caught_and_earlier_answers_kept(solution):
+    for line in ("import os; os._exit(0)", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"):
+        result = grade_text(replace_line(solution, "dh =", line))
+        assert "ended abruptly at line 22" in result.error
+        assert statuses(result)["dlogits"] is Status.EXACT
+
+
+def test_a_crashing_line_is_an_error_and_the_others_are_still_graded(solution):
+    result = grade_text(replace_line(solution, "dh =", "dh = dlogits @ W2"))
+    got = by_name(result)
+    assert got["dh"].status is Status.ERROR
+    assert got["dh"].line == 22 and "RuntimeError" in got["dh"].hint
+    assert result.error is None
+    assert [n for n, s in statuses(result).items() if not s.passed] == ["dh"]
+
+
+def test_a_missing_line_is_missing_and_the_rest_still_pass(solution):
+    result = grade_text(replace_line(solution, "dbnvar =", ""))
+    assert [n for n, s in statuses(result).items() if not s.passed] == ["dbnvar"]
+    assert statuses(result)["dbnvar"] is Status.MISSING
+
+
+def test_aliasing_a_gradient_cannot_change_another_verdict(solution):
+    source = replace_line(
+        solution, "dlogits =",
+        "dlogits = dnorm_logits\ndlogits += F.one_hot(logits.max(1).indices, num_classes=vocab_size) * dlogit_maxes",
+    )
+    assert all(r.status.passed for r in grade_text(source).results)
+
+
+def test_changing_forward_tensors_in_place_does_not_leak_into_later_lines(solution):
+    source = replace_line(solution, "dh =", "dh = dlogits @ W2.T; h.mul_(0); W1.zero_()")
+    assert all(r.status.passed for r in grade_text(source).results)
+
+
+def test_student_cannot_change_the_comparison(solution):
+    source = replace_line(solution, "dprobs =", "torch.allclose = torch.equal = lambda *a, **k: True; dprobs = probs")
+    assert statuses(grade_text(source))["dprobs"] is Status.FAIL
+
+
+def test_a_flood_of_output_is_cut_not_fatal(solution):
+    source = replace_line(solution, "dh =", "dh = dlogits @ W2.T\nprint('x' * 50_000_000)\nimport os; os.write(1, b'y' * 10_000_000)")
+    result = grade_text(source)
+    assert all(r.status.passed for r in result.results)
+    assert len(result.output) < 5000 and "output cut" in result.output
+
+
+def test_values_that_are_not_float_tensors_fail_with_a_reason(solution):
+    cases = {
+        "db2 = 0.5": "a float, not a tensor",
+        "db2 = None": "None, not a tensor",
+        "db2 = dlogits.sum(0).numpy()": "numpy.ndarray of shape (27,)",
+        "db2 = dlogits.sum(0).double()": "dtype float64",
+        "db2 = dlogits.sum(0) / 0 * 0": "NaN",
+    }
+    for line, expected in cases.items():
+        result = by_name(grade_text(replace_line(solution, "db2 =", line)))["db2"]
+        assert result.status is Status.FAIL, line
+        assert expected in result.hint, (line, result.hint)
+
+
+def test_a_helper_line_that_raises_is_reported_as_a_note(solution):
+    result = grade_text(solution + "cmp('dC', dC, C)\n")
+    assert all(r.status.passed for r in result.results)
+    assert any("NameError" in note for note in result.notes)
