@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import faulthandler
 import io
 import json
 import os
@@ -252,6 +253,7 @@ def _child(
 ) -> None:
     """The body of the forked process: execute, report, never return."""
     try:
+        faulthandler.disable()  # a crash in student code is reported by the parent, not dumped on its terminal
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)

@@ -39,8 +39,12 @@ def test_system_exit_stops_the_file_with_a_clear_error(solution):
     assert statuses(result)["dW2"] is Status.ERROR
 
 
-def test_os_exit_and_self_kill_are_caught_and_earlier_answers_kept(solution):
-    for line in ("import os; os._exit(0)", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"):
+def test_os_exit_self_kill_and_segfault_are_caught_and_earlier_answers_kept(solution):
+    for line in (
+        "import os; os._exit(0)",
+        "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+        "import ctypes; ctypes.string_at(0)",  # a segfault
+    ):
         result = grade_text(replace_line(solution, "dh =", line))
         assert "ended abruptly at line 22" in result.error
         assert statuses(result)["dlogits"] is Status.EXACT

@@ -1,0 +1,47 @@
+"""The reference network: the lecture's data pipeline and initialisation, at any configuration."""
+
+from __future__ import annotations
+
+import torch
+
+from grader.network import (
+    LECTURE, Config, LazyDataset, Vocabulary, build_dataset, load_words, reference, split_words,
+)
+
+
+def test_lecture_vocabulary_is_dot_then_a_to_z():
+    vocab = Vocabulary.from_words(load_words())
+    assert "".join(vocab.itos) == ".abcdefghijklmnopqrstuvwxyz"
+    assert len(load_words()) == 32033
+
+
+def test_batch_rows_match_the_lectures_full_dataset():
+    words = load_words()
+    vocab = Vocabulary.from_words(words)
+    train, dev, test = split_words(words)
+    assert (len(train), len(dev), len(test)) == (25626, 3203, 3204)
+    X, Y = build_dataset(train, vocab, 3)
+    lazy = LazyDataset(train, vocab, 3)
+    assert len(lazy) == X.shape[0]
+    ix = torch.randint(0, X.shape[0], (500,), generator=torch.Generator().manual_seed(0))
+    Xb, Yb = lazy.rows(ix)
+    assert torch.equal(Xb, X[ix]) and torch.equal(Yb, Y[ix])
+
+
+def test_reference_is_reproducible_and_has_every_gradient():
+    first, second = reference.__wrapped__(LECTURE), reference.__wrapped__(LECTURE)
+    assert torch.equal(first.tensors["loss"], second.tensors["loss"])
+    assert set(first.gradients) >= {"logprobs", "counts_sum_inv", "hprebn", "emb", "C", "W1", "bngain"}
+    assert first.gradients["bngain"].shape == (1, 64)
+    assert 3.0 < first.tensors["loss"].item() < 4.0  # about -log(1/27) at initialisation
+
+
+def test_another_alphabet_and_sizes_change_every_shape(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(["anne-marie", "jo ann", "bob", "eve", "ada", "max", "li", "kim", "sam", "zoe", "al"] * 3))
+    config = Config(name="other", seed=7, block_size=4, n_embd=5, n_hidden=16, batch_size=13, words_path=words)
+    ref = reference(config)
+    assert ref.vocab.itos[:3] == (".", " ", "-")
+    assert ref.sizes == dict(n=13, batch_size=13, vocab_size=len(ref.vocab), block_size=4, n_embd=5, n_hidden=16)
+    assert ref.gradients["logits"].shape == (13, len(ref.vocab))
+    assert ref.gradients["emb"].shape == (13, 4, 5)
