@@ -9,8 +9,8 @@
 #     grade exercises/ex1_backprop_all.py
 #
 # Each line is graded on its own: the grader feeds it the correct gradients
-# of the lines above it, so one mistake does not spoil the rest. Autograd is
-# off while your code runs; write every gradient by hand.
+# of the lines above it, so one mistake does not spoil the rest.
+# Autograd is off while your code runs: write every gradient by hand.
 #
 # In scope (the grader runs the forward pass and provides them):
 #   torch, F (torch.nn.functional)
@@ -18,7 +18,7 @@
 #   (use these names: your code is also graded at other sizes)
 #   parameters: C (27, 10), W1 (30, 64), b1 (64,), W2 (64, 27), b2 (27,), bngain (1, 64), bnbias (1, 64)
 #   the batch: Xb (32, 3) and Yb (32,), character indices
-#   every tensor of the forward pass:
+#   every tensor of the forward pass that is assigned below:
 #
 #   emb = C[Xb]                                                 # (32, 3, 10) embed the characters into vectors
 #   embcat = emb.view(emb.shape[0], -1)                         # (32, 30) concatenate the vectors

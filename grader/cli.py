@@ -22,7 +22,7 @@ class DefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def format_usage(self, ctx, formatter):
-        formatter.write_usage("grade", "[PATH]... [--json] [--exercise ID] [--timeout S]\n       grade COMMAND [ARGS]...")
+        formatter.write_usage("grade", "[PATH]... [OPTIONS]\n       grade COMMAND [ARGS]...")
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,8 +31,10 @@ def cli():
     """Grade hand-written backward passes, tensor by tensor.
 
     \b
+    grade                                        every exercise, one line each
     grade exercises/ex1_backprop_all.py          the per-tensor table
     grade exercises/ex1_backprop_all.py --json   the same as JSON
+    grade exercises/ex4_training.py --train      train the network on your gradients
     """
 
 
@@ -42,16 +44,27 @@ def cli():
 @click.option("--exercise", metavar="ID", help="The exercise the files answer (default: from the file name).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
               help="Seconds the student's code may run.")
-def files_command(paths, as_json, exercise, timeout):
+@click.option("--dir", "directory", type=click.Path(), default="exercises", show_default=True,
+              help="With no PATH: the folder whose exercises the overview grades.")
+@click.option("--train", is_flag=True, help="Exercise 4: run the lecture's full optimisation on your gradients.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="With --train: train this many steps.")
+def files_command(paths, as_json, exercise, timeout, directory, train, steps):
     """Grade .py files and print, for every gradient, its verdict and a hint.
+    With no PATH, grade every exercise under ./exercises, one line each.
 
     Example: grade exercises/ex1_backprop_all.py
     """
     from grader.grading import grade_file
     from grader.reports import json_report, text_report
 
+    if steps is not None and not train:
+        raise click.UsageError("--steps goes with --train")
     if not paths:
-        raise click.UsageError("give the file to grade, e.g. `grade exercises/ex1_backprop_all.py`")
+        if train:
+            raise click.UsageError("--train needs the exercise 4 file: grade exercises/ex4_training.py --train")
+        _overview(directory=directory, timeout=timeout, as_json=as_json)
+    if train:
+        _train(paths=paths, steps=steps, exercise=exercise)
     results, problems = [], 0
     for path in paths:
         try:
@@ -67,6 +80,80 @@ def files_command(paths, as_json, exercise, timeout):
     if problems:
         sys.exit(2)
     sys.exit(0 if all(r.passed for r in results) else 1)
+
+
+def _overview(*, directory: str, timeout: float, as_json: bool) -> None:
+    """`grade` with no PATH: one progress line per exercise, the next thing to do, the total."""
+    import json
+    from pathlib import Path
+
+    from grader.grading import overview
+    from grader.reports import overview_report
+
+    if not Path(directory).is_dir():
+        raise click.ClickException(
+            f"there is no folder {directory}: run `grade` in the kit's checkout, or pass --dir PATH"
+        )
+    entries = overview(directory=Path(directory), timeout=timeout)
+    if as_json:
+        click.echo(json.dumps([entry.to_dict() for entry in entries], indent=2))
+    else:
+        color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        click.echo(overview_report(entries, color=color), color=color)
+    sys.exit(0 if entries and all(entry.passed for entry in entries) else 1)
+
+
+def _train(*, paths, steps, exercise) -> None:
+    """`--train`: the lecture's full optimisation on the student's exercise 4 gradients."""
+    from grader.grading import load_submission
+    from grader.reports import training_report
+    from grader.training import FULL_RUN, full_training
+
+    if len(paths) != 1:
+        raise click.UsageError("--train takes exactly one file")
+    try:
+        source, chosen = load_submission(path=paths[0], exercise=exercise)
+    except SubmissionError as exc:
+        raise click.ClickException(str(exc)) from None
+    if chosen.kind != "training":
+        raise click.UsageError(f"--train is for exercise 4; {paths[0]} answers {chosen.id}")
+    from grader.reports import progress_bar, _duration
+
+    total = steps or FULL_RUN
+    tty = sys.stderr.isatty()
+    state = {"warned": False, "printed": -1}
+
+    def on_progress(step, seconds, loss):
+        per_step = seconds / max(step, 1)
+        eta = _duration(per_step * (total - step))
+        line = f"training {progress_bar(step, total, 30)} {step:,}/{total:,} · loss {loss:.4f} · ETA {eta}"
+        if tty:
+            click.echo("\r" + line, nl=False, err=True)
+        elif step * 10 // total > state["printed"]:  # plain lines, one per tenth
+            state["printed"] = step * 10 // total
+            click.echo(line, err=True)
+        warning = slow_warning(per_step, total) if step >= 5 and not state["warned"] else None
+        if warning:
+            state["warned"] = True
+            click.echo("\n" + warning, err=True)
+
+    result = full_training(source=source, filename=paths[0], targets=chosen.targets, steps=total,
+                           config=chosen.configs[0], on_progress=on_progress)
+    if tty:
+        click.echo(err=True)
+    click.echo(training_report(result))
+    sys.exit(0 if result.error is None else 1)
+
+
+def slow_warning(per_step: float, total: int, limit: float = 20 * 60) -> str | None:
+    """What to say when the student's steps make the full run long (None when it is not)."""
+    if per_step * total <= limit:
+        return None
+    return (
+        f"slow: {per_step * 1000:.1f} ms a step, about {per_step * total / 3600:.1f} h for {total:,} steps "
+        f"(the reference solution takes about 0.5 ms). The usual cause is a Python loop in the backward pass, "
+        f"over Xb for dC: one vectorised call such as Tensor.index_add_ does the whole batch at once."
+    )
 
 
 def main() -> None:

@@ -64,18 +64,28 @@ class FileResult:
     points: float = 1.0
     output: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    training: object | None = None  # exercise 4: a `training.TrainingComparison`, worth one target's points
+
+    @property
+    def passing(self) -> int:
+        """Checks passed: gradients, plus the training run where there is one."""
+        return sum(r.status.passed for r in self.results) + bool(self.training is not None and self.training.passed)
+
+    @property
+    def checks(self) -> int:
+        return len(self.results) + (self.training is not None)
 
     @property
     def score(self) -> float:
-        return self.points * sum(r.status.passed for r in self.results)
+        return self.points * self.passing
 
     @property
     def max_score(self) -> float:
-        return self.points * len(self.results)
+        return self.points * self.checks
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(r.status.passed for r in self.results)
+        return self.error is None and self.passing == self.checks
 
     def to_dict(self) -> dict:
         return {
@@ -87,6 +97,7 @@ class FileResult:
             "results": [r.to_dict() for r in self.results],
             "output": self.output,
             "notes": list(self.notes),
+            "training": self.training.to_dict() if self.training is not None else None,
         }
 
 

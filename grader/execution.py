@@ -170,7 +170,7 @@ def plan(source: str, filename: str, targets: tuple[str, ...]) -> Plan:
 # --- the wire format: a 4-byte length, a JSON header, then raw bytes if the header says so ---
 
 
-def _send(fd: int, header: dict, payload: bytes = b"") -> None:
+def send(fd: int, header: dict, payload: bytes = b"") -> None:
     if payload:
         header["nbytes"] = len(payload)
     data = json.dumps(header).encode()
@@ -248,11 +248,23 @@ def _student_error(exc: BaseException, filename: str, fallback_line: int) -> tup
     return line, message[:300]
 
 
-def _child(
-    write_fd: int, reference: Reference, the_plan: Plan, filename: str, targets: tuple[str, ...]
-) -> None:
-    """The body of the forked process: execute, report, never return."""
+def fork_child(body) -> tuple[int, int]:
+    """Fork a process that runs `body(write_fd, output)` on student code and never returns.
+
+    In the child: its own process group (a timeout kills all it started), printed
+    output captured up to a limit (file descriptors 1 and 2 go nowhere), no stdin,
+    one thread and autograd off. Returns the child's pid and the pipe to read from.
+    """
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        return pid, read_fd
     try:
+        os.close(read_fd)
+        os.setsid()
         faulthandler.disable()  # a crash in student code is reported by the parent, not dumped on its terminal
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
@@ -262,22 +274,23 @@ def _child(
         sys.stdin = io.StringIO("")
         torch.set_num_threads(1)
         torch.set_grad_enabled(False)
-        _execute(write_fd, reference, the_plan, filename, targets, output)
+        body(write_fd, output)
     except BaseException:  # noqa: BLE001 - the child must never fall back into the grader
         pass
     os._exit(0)
 
 
-def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, output) -> None:
-    tensors = reference.tensors
-    gradients = {t: reference.gradients[t[1:]] for t in targets}
+def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, output, scope, given) -> None:
+    tensors = {name: t for name, t in reference.tensors.items() if scope is None or name in scope}
+    gradients = {t: reference.gradients[t[1:]] for t in (*targets, *given)}
     namespace: dict[str, object] = {"__name__": "__student__", "__builtins__": builtins, "torch": torch, "F": F}
-    namespace.update(reference.scope())
-    injected = {name: gradients[name] for name in the_plan.missing}
+    namespace.update(reference.scope(scope))
+    injected = {name: gradients[name] for name in (*the_plan.missing, *given)}
     finishing: dict[int, list[str]] = {}
     for name, index in the_plan.final.items():
         finishing.setdefault(index, []).append(name)
     failed: set[str] = set()
+    blank_lines = {name: st.line for st in the_plan.statements if st.blank for name in assigned_names(st.node)}
 
     for statement in the_plan.statements:
         # Fresh copies before every statement: nothing the student did to them sticks.
@@ -285,7 +298,7 @@ def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, 
             namespace[name] = tensor.clone()
         for name, tensor in injected.items():
             namespace[name] = tensor.clone()
-        _send(write_fd, {"t": "line", "line": statement.line})
+        send(write_fd, {"t": "line", "line": statement.line})
         if not statement.blank:
             try:
                 code = compile(ast.Module(body=[statement.node], type_ignores=[]), filename, "exec")
@@ -293,30 +306,32 @@ def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, 
             except (SystemExit, KeyboardInterrupt) as exc:
                 line, _ = _student_error(exc, filename, statement.line)
                 what = "calls exit()" if isinstance(exc, SystemExit) else "raises KeyboardInterrupt"
-                _send(write_fd, {"t": "stop", "line": line, "message": f"line {line} {what}: grading stopped there"})
+                send(write_fd, {"t": "stop", "line": line, "message": f"line {line} {what}: grading stopped there"})
                 break
             except BaseException as exc:  # noqa: BLE001 - student code may raise anything
                 line, message = _student_error(exc, filename, statement.line)
+                if isinstance(exc, NameError) and getattr(exc, "name", None) in blank_lines:
+                    message = f"NameError: `{exc.name}` is still blank (line {blank_lines[exc.name]})"
                 names = sorted(statement.assigns - failed)
                 if names:
-                    _send(write_fd, {"t": "error", "names": names, "line": line, "message": message})
+                    send(write_fd, {"t": "error", "names": names, "line": line, "message": message})
                     failed.update(names)
                 else:
-                    _send(write_fd, {"t": "note", "line": line, "message": message})
+                    send(write_fd, {"t": "note", "line": line, "message": message})
         for name in finishing.get(statement.index, []):
             if name not in failed and not statement.blank:
                 if name in namespace:
                     header, payload = encode_value(namespace[name])
-                    _send(write_fd, {"t": "answer", "name": name, "line": statement.line, **header}, payload)
+                    send(write_fd, {"t": "answer", "name": name, "line": statement.line, **header}, payload)
                 else:
-                    _send(write_fd, {"t": "error", "names": [name], "line": statement.line,
+                    send(write_fd, {"t": "error", "names": [name], "line": statement.line,
                                      "message": f"NameError: `{name}` was deleted"})
             injected[name] = gradients[name]
-    _send(write_fd, {"t": "output", "text": output.getvalue()})
-    _send(write_fd, {"t": "done"})
+    send(write_fd, {"t": "output", "text": output.getvalue()})
+    send(write_fd, {"t": "done"})
 
 
-class _Reader:
+class Reader:
     """Reads framed messages from the child until EOF or the deadline."""
 
     def __init__(self, fd: int, deadline: float):
@@ -358,7 +373,8 @@ class _Reader:
 
 
 def run_submission(
-    *, source: str, filename: str, reference: Reference, targets: tuple[str, ...], timeout: float = DEFAULT_TIMEOUT
+    *, source: str, filename: str, reference: Reference, targets: tuple[str, ...], timeout: float = DEFAULT_TIMEOUT,
+    scope: tuple[str, ...] | None = None, given: tuple[str, ...] = (),
 ) -> Run:
     """Execute a student's source against one reference and collect an `Answer` per target.
     A `SyntaxError` is raised for source that does not parse."""
@@ -371,19 +387,12 @@ def run_submission(
         if statement.blank:
             run.answers[name] = Answer(name=name, line=statement.line, kind="blank")
 
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the child
-        os.close(read_fd)
-        os.setsid()  # its own process group, so a timeout kills everything it started
-        _child(write_fd, reference, the_plan, filename, targets)
-    os.close(write_fd)
-
+    pid, read_fd = fork_child(
+        lambda write_fd, output: _execute(write_fd, reference, the_plan, filename, targets, output, scope, given)
+    )
     current_line, finished = None, False
     try:
-        for header, payload in _Reader(read_fd, time.monotonic() + timeout).messages():
+        for header, payload in Reader(read_fd, time.monotonic() + timeout).messages():
             kind = header.get("t")
             if kind == "line":
                 current_line = header.get("line")
@@ -416,7 +425,7 @@ def run_submission(
         run.error = "the student process sent malformed data"
     finally:
         os.close(read_fd)
-        _reap(pid)
+        reap(pid)
 
     if not finished and run.error is None:
         where = f" at line {current_line}" if current_line else ""
@@ -428,7 +437,7 @@ def run_submission(
     return run
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     """Kill the child's whole process group (if still alive) and collect its exit status."""
     for kill in (os.killpg, os.kill):  # the group, and the child itself in case setsid() had not run
         try:

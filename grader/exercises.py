@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.network import LECTURE, Config, forward
+from grader.network import LECTURE, TRAINING, Config, forward, forward_fused
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,10 +27,15 @@ class Exercise:
     title: str
     task: str  # what the student writes, for the stub's header
     targets: tuple[str, ...]  # gradient names, in backward order: "dlogprobs", ...
-    forward: object = forward  # the forward pass whose tensors are in scope
+    forward: object = forward  # the forward pass shown in the stub, whose tensors are in scope
+    kind: str = "lines"  # "lines": one forward pass; "training": inside the training loop
+    scope: tuple[str, ...] | None = None  # tensors in scope; None: all of the forward pass's
+    given: tuple[str, ...] = ()  # reference gradients in scope from the start, e.g. dhpreact
+    blanks: tuple[str, ...] | None = None  # names blanked in the stub; None: the targets
     configs: tuple[Config, ...] = (LECTURE,)
-    points: float = 1.0  # per target
+    points: float = 1.0  # per target (and for the training run)
     allowed: tuple[str, ...] = field(default_factory=tuple)  # extra names a line may use
+    scope_note: str = ""  # shown in the stub after the forward pass
 
     def tensor_of(self, target: str) -> str:
         """The tensor a gradient name belongs to: `dlogprobs` -> `logprobs`."""
@@ -45,8 +50,13 @@ class Exercise:
         return ROOT / "solutions" / f"{self.slug}.py"
 
     @property
+    def checks(self) -> int:
+        """What is scored: every target, and the training run for a training exercise."""
+        return len(self.targets) + (self.kind == "training")
+
+    @property
     def max_score(self) -> float:
-        return self.points * len(self.targets)
+        return self.points * self.checks
 
 
 EX1 = Exercise(
@@ -66,7 +76,59 @@ EX1 = Exercise(
     ),
 )
 
-EXERCISES: tuple[Exercise, ...] = (EX1,)
+PARAMETERS = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
+
+EX2 = Exercise(
+    id="ex2",
+    slug="ex2_cross_entropy",
+    title="Exercise 2: backprop through cross-entropy in one go",
+    task=(
+        "The loss is `F.cross_entropy(logits, Yb)`. Write `dlogits`, the gradient of the loss\n"
+        "with respect to `logits`, as one expression of `logits`, `Yb` and `n` (you may use\n"
+        "`F.softmax`): no chunked intermediates (`probs`, `counts`, ...) are in scope.\n"
+        "Even the lecture's answer is `approx`, not `exact`: that is a pass (rounding)."
+    ),
+    targets=("dlogits",),
+    scope=("C", "W1", "b1", "W2", "b2", "bngain", "bnbias", "Xb", "Yb", "emb", "embcat", "hprebn",
+           "bnmeani", "bndiff", "bndiff2", "bnvar", "bnvar_inv", "bnraw", "hpreact", "h", "logits"),
+    scope_note="loss = F.cross_entropy(logits, Yb)  # the same loss, in one call",
+)
+
+EX3 = Exercise(
+    id="ex3",
+    slug="ex3_batchnorm",
+    title="Exercise 3: backprop through BatchNorm in one go",
+    task=(
+        "Given `dhpreact` (the correct gradient, in scope), write `dhprebn` as one expression\n"
+        "of `dhpreact`, `bngain`, `bnvar_inv`, `bnraw` and `n`, without going through\n"
+        "`dbnraw`, `dbnvar`, ... one at a time. Mind Bessel's correction: the variance\n"
+        "divides by n-1."
+    ),
+    targets=("dhprebn",),
+    given=("dhpreact",),
+)
+
+EX4 = Exercise(
+    id="ex4",
+    slug="ex4_training",
+    title="Exercise 4: putting it all together, training on your own gradients",
+    task=(
+        "This block runs at every step of the lecture's training loop, after the forward\n"
+        "pass below (`n_hidden` is 200 here). Write the whole backward pass down to the\n"
+        "parameter gradients `dC dW1 db1 dW2 db2 dbngain dbnbias` (use your formulas from\n"
+        "exercises 2 and 3). The grader compares them with autograd's at a few steps, then\n"
+        "trains 1,000 steps on them and on autograd's, and checks the loss curves agree.\n"
+        "`grade exercises/ex4_training.py --train` runs the lecture's full optimisation."
+    ),
+    targets=("dC", "dW1", "db1", "dW2", "db2", "dbngain", "dbnbias"),
+    forward=forward_fused,
+    kind="training",
+    blanks=("dlogits", "dh", "dW2", "db2", "dhpreact", "dbngain", "dbnbias", "dhprebn", "dembcat", "dW1",
+            "db1", "demb", "dC"),
+    configs=(TRAINING,),
+)
+
+EXERCISES: tuple[Exercise, ...] = (EX1, EX2, EX3, EX4)
 BY_ID = {exercise.id: exercise for exercise in EXERCISES}
 
 

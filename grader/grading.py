@@ -5,14 +5,23 @@ This is the keyword-only API that the CLI, the tests and notebooks call.
 
 from __future__ import annotations
 
+import ast
+from dataclasses import dataclass
 from pathlib import Path
 
-from grader.compare import FileResult, TensorResult, compare, Status
-from grader.exercises import BY_ID, Exercise, recognise
+from grader.compare import FileResult, Status, TensorResult, compare
+from grader.exercises import BY_ID, EXERCISES, Exercise, recognise
 from grader.execution import DEFAULT_TIMEOUT, SubmissionError, assigned_names, read_source, run_submission
-from grader.network import reference
+from grader.network import Reference, reference
 
-import ast
+
+def first_reference(exercise: Exercise) -> Reference:
+    """The reference an exercise is first graded against (its shapes go into the stub)."""
+    if exercise.kind == "training":
+        from grader.training import autograd_run
+
+        return autograd_run(exercise.configs[0])[0][0]
+    return reference(exercise.configs[0])
 
 
 def detect_exercise(*, source: str, filename: str) -> Exercise | None:
@@ -25,50 +34,171 @@ def detect_exercise(*, source: str, filename: str) -> Exercise | None:
     return recognise(filename, assigned)
 
 
-def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: float = DEFAULT_TIMEOUT) -> FileResult:
-    """Grade Python source against an exercise; never raises for anything the student wrote."""
-    config = exercise.configs[0]
-    ref = reference(config)
-    try:
-        run = run_submission(
-            source=source, filename=filename, reference=ref, targets=exercise.targets, timeout=timeout
+def _file_error(exercise: Exercise, ref: Reference, filename: str, message: str) -> FileResult:
+    """Every target `error` for a file that cannot run at all (SPEC: results still list every name)."""
+    results = tuple(
+        TensorResult(
+            name=t, tensor=exercise.tensor_of(t), status=Status.ERROR,
+            expected_shape=tuple(ref.gradients[exercise.tensor_of(t)].shape), hint=message,
         )
-    except SyntaxError as exc:
-        message = f"syntax error at line {exc.lineno}: {exc.msg}"
-        results = tuple(
-            TensorResult(
-                name=t, tensor=exercise.tensor_of(t), status=Status.ERROR,
-                expected_shape=tuple(ref.gradients[exercise.tensor_of(t)].shape), hint=message,
-            )
-            for t in exercise.targets
-        )
-        return FileResult(file=filename, exercise=exercise.id, results=results, error=message, points=exercise.points)
+        for t in exercise.targets
+    )
+    return FileResult(file=filename, exercise=exercise.id, results=results, error=message, points=exercise.points)
+
+
+def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, timeout: float):
+    """Run a source against one reference and compare every target: (results, run)."""
+    run = run_submission(
+        source=source, filename=filename, reference=ref, targets=exercise.targets, timeout=timeout,
+        scope=exercise.scope, given=exercise.given,
+    )
     results = tuple(
         compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t)) for t in exercise.targets
     )
+    return results, run
+
+
+def _worst(per_step: list[TensorResult]) -> TensorResult:
+    """One verdict from the verdicts at several training steps: the first failure, else the loosest pass."""
+    for step, result in enumerate(per_step):
+        if not result.status.passed:
+            if step == 0 or result.hint is None:
+                return result
+            return TensorResult(**{**result.__dict__, "hint": f"at training step {step}: {result.hint}"})
+    return max(per_step, key=lambda r: (r.status is Status.APPROX, r.maxdiff or 0.0))
+
+
+def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: float = DEFAULT_TIMEOUT) -> FileResult:
+    """Grade Python source against an exercise; never raises for anything the student wrote."""
+    ref = first_reference(exercise)
+    try:
+        ast.parse(source, filename=filename)
+    except SyntaxError as exc:
+        return _file_error(exercise, ref, filename, f"syntax error at line {exc.lineno}: {exc.msg}")
+    if exercise.kind == "training":
+        return _grade_training(source=source, filename=filename, exercise=exercise, timeout=timeout)
+    results, run = _judge(exercise, ref, source=source, filename=filename, timeout=timeout)
     return FileResult(
         file=filename, exercise=exercise.id, results=results, error=run.error, points=exercise.points,
         output=run.output, notes=tuple(run.notes),
     )
 
 
-def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> FileResult:
-    """Grade one `.py` file. Raises `SubmissionError` (one sentence) when it cannot be graded at all."""
+def _grade_training(*, source: str, filename: str, exercise: Exercise, timeout: float) -> FileResult:
+    """Exercise 4: the gradients at a few steps of autograd's trajectory, then a training run."""
+    from grader.training import TrainingComparison, autograd_run, compare_training
+
+    references, _ = autograd_run(exercise.configs[0])
+    per_step, runs = [], []
+    for ref in references:
+        results, run = _judge(exercise, ref, source=source, filename=filename, timeout=timeout)
+        per_step.append(results)
+        runs.append(run)
+        if run.error:
+            break
+    results = tuple(_worst([step[i] for step in per_step]) for i in range(len(exercise.targets)))
+    error = next((run.error for run in runs if run.error), None)
+    training = None
+    unfinished = [r.name for r in results if r.status in (Status.BLANK, Status.MISSING, Status.ERROR)]
+    if unfinished:
+        training = TrainingComparison.skipped(f"not run until every gradient runs ({', '.join(unfinished)} not yet)")
+    elif error is None:
+        training = compare_training(
+            source=source, filename=filename, targets=exercise.targets, config=exercise.configs[0],
+            timeout=max(60.0, timeout),
+        )
+    return FileResult(
+        file=filename, exercise=exercise.id, results=results, error=error, points=exercise.points,
+        output=runs[0].output, notes=tuple(runs[0].notes), training=training,
+    )
+
+
+def resolve_exercise(*, source: str, path: str, exercise: str | None) -> Exercise:
+    """The exercise named by `--exercise`, else the one the file answers; one sentence if neither."""
+    if exercise is not None:
+        if exercise not in BY_ID:
+            raise SubmissionError(f"there is no exercise {exercise!r}; choose one of {', '.join(BY_ID)}")
+        return BY_ID[exercise]
+    chosen = detect_exercise(source=source, filename=path)
+    if chosen is None:
+        raise SubmissionError(
+            f"cannot tell which exercise {path} answers: it assigns none of the gradient names; "
+            f"name the file after the exercise (ex1_backprop_all.py) or pass --exercise"
+        )
+    return chosen
+
+
+def load_submission(*, path: str | Path, exercise: str | None = None) -> tuple[str, Exercise]:
+    """Read a `.py` file and find its exercise. Raises `SubmissionError` (one sentence)."""
     path = str(path)
     if Path(path).is_dir():
         raise SubmissionError(f"{path} is a directory, not a Python file")
     if Path(path).suffix != ".py":
         raise SubmissionError(f"{path} is not a Python file (expected a .py file)")
     source = read_source(path)
-    if exercise is not None:
-        if exercise not in BY_ID:
-            raise SubmissionError(f"there is no exercise {exercise!r}; choose one of {', '.join(BY_ID)}")
-        chosen = BY_ID[exercise]
-    else:
-        chosen = detect_exercise(source=source, filename=path)
-        if chosen is None:
-            raise SubmissionError(
-                f"cannot tell which exercise {path} answers: it assigns none of the gradient names; "
-                f"name the file after the exercise (ex1_backprop_all.py) or pass --exercise"
-            )
-    return grade_source(source=source, filename=path, exercise=chosen, timeout=timeout)
+    return source, resolve_exercise(source=source, path=path, exercise=exercise)
+
+
+def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> FileResult:
+    """Grade one `.py` file. Raises `SubmissionError` (one sentence) when it cannot be graded at all."""
+    source, chosen = load_submission(path=path, exercise=exercise)
+    return grade_source(source=source, filename=str(path), exercise=chosen, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class OverviewEntry:
+    """One exercise in the `grade` overview: its file's result, or why there is none."""
+
+    exercise: Exercise
+    path: Path
+    result: FileResult | None = None
+    problem: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.result is not None and self.result.passed
+
+    def next_step(self) -> str | None:
+        """The first thing to fix, in backward order: `dbnvar` in ex1, line 31."""
+        if self.problem:
+            return self.problem
+        result = self.result
+        if result.error:
+            return f"fix {self.exercise.id}: {result.error}"
+        failing = [r for r in result.results if not r.status.passed]
+        if failing:  # the first in the file: where a student reading top-down would start
+            r = min(failing, key=lambda r: r.line if r.line is not None else float("inf"))
+            where = f", line {r.line}" if r.line else ""
+            return f"`{r.name}` in {self.exercise.id}{where} ({r.status.value})"
+        if result.training is not None and not result.training.passed:
+            return f"{self.exercise.id}'s training run: {result.training.describe()}"
+        return None
+
+    def to_dict(self) -> dict:
+        return {
+            "exercise": self.exercise.id,
+            "file": str(self.path),
+            "passing": self.result.passing if self.result else 0,
+            "checks": self.result.checks if self.result else self.exercise.checks,
+            "passed": self.passed,
+            "next": self.next_step(),
+            "result": self.result.to_dict() if self.result else None,
+        }
+
+
+def overview(*, directory: Path, timeout: float = DEFAULT_TIMEOUT) -> list[OverviewEntry]:
+    """Grade every exercise's file under `directory` (`exercises/` in a checkout)."""
+    entries = []
+    for exercise in EXERCISES:
+        path = directory / f"{exercise.slug}.py"
+        if not path.exists():
+            entries.append(OverviewEntry(exercise, path, problem=f"not started: {path} does not exist"))
+            continue
+        try:
+            source = read_source(str(path))
+        except SubmissionError as exc:
+            entries.append(OverviewEntry(exercise, path, problem=str(exc)))
+            continue
+        entries.append(OverviewEntry(exercise, path, grade_source(source=source, filename=str(path),
+                                                                  exercise=exercise, timeout=timeout)))
+    return entries

@@ -63,6 +63,7 @@ class Config:
 
 
 LECTURE = Config()
+TRAINING = Config(name="training", n_hidden=200)  # the lecture's training loop (exercise 4)
 
 
 class DataError(Exception):
@@ -211,6 +212,30 @@ def forward(C, W1, b1, W2, b2, bngain, bnbias, Xb, Yb):
     )
 
 
+def forward_fused(C, W1, b1, W2, b2, bngain, bnbias, Xb, Yb):
+    """The forward pass of the lecture's training loop: BatchNorm and cross-entropy in one go."""
+    # forward pass begins
+    emb = C[Xb]  # embed the characters into vectors
+    embcat = emb.view(emb.shape[0], -1)  # concatenate the vectors
+    # Linear layer
+    hprebn = embcat @ W1 + b1  # hidden layer pre-activation
+    # BatchNorm layer
+    bnmean = hprebn.mean(0, keepdim=True)
+    bnvar = hprebn.var(0, keepdim=True, unbiased=True)  # Bessel's correction
+    bnvar_inv = (bnvar + 1e-5)**-0.5
+    bnraw = (hprebn - bnmean) * bnvar_inv
+    hpreact = bngain * bnraw + bnbias
+    # Non-linearity
+    h = torch.tanh(hpreact)  # hidden layer
+    logits = h @ W2 + b2  # output layer
+    loss = F.cross_entropy(logits, Yb)  # loss function
+    # forward pass ends
+    return dict(
+        emb=emb, embcat=embcat, hprebn=hprebn, bnmean=bnmean, bnvar=bnvar, bnvar_inv=bnvar_inv,
+        bnraw=bnraw, hpreact=hpreact, h=h, logits=logits, loss=loss,
+    )
+
+
 def forward_source(function=forward) -> list[str]:
     """The lines of a forward pass between its 'begins' and 'ends' markers, dedented."""
     lines = inspect.getsource(function).splitlines()
@@ -231,11 +256,21 @@ class Reference:
     gradients: dict[str, torch.Tensor]  # tensor name -> its .grad
     sizes: dict[str, int] = field(default_factory=dict)
 
-    def scope(self) -> dict[str, object]:
-        """Fresh copies of everything a student line may read (never the originals)."""
-        values: dict[str, object] = {name: t.clone() for name, t in self.tensors.items()}
+    def scope(self, names: tuple[str, ...] | None = None) -> dict[str, object]:
+        """Fresh copies of the tensors a student line may read (never the originals), and the sizes."""
+        values: dict[str, object] = {
+            name: t.clone() for name, t in self.tensors.items() if names is None or name in names
+        }
         values.update(self.sizes)
         return values
+
+
+def sizes_of(config: Config, vocab: Vocabulary) -> dict[str, int]:
+    """The integers in a student's scope."""
+    return dict(
+        n=config.batch_size, batch_size=config.batch_size, vocab_size=len(vocab),
+        block_size=config.block_size, n_embd=config.n_embd, n_hidden=config.n_hidden,
+    )
 
 
 def sample_batch(config: Config) -> tuple[Vocabulary, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -251,23 +286,25 @@ def sample_batch(config: Config) -> tuple[Vocabulary, dict[str, torch.Tensor], t
     return vocab, params, Xb, Yb
 
 
-@functools.lru_cache(maxsize=8)
-def reference(config: Config = LECTURE) -> Reference:
-    """Run the forward pass with every intermediate's gradient retained, then `loss.backward()`."""
-    vocab, params, Xb, Yb = sample_batch(config)
-    for p in params.values():
-        p.requires_grad_(True)
+def backward_pass(config: Config, vocab: Vocabulary, params: dict[str, torch.Tensor], Xb, Yb,
+                  forward_function=forward) -> Reference:
+    """Run a forward pass with every intermediate's gradient retained, then `loss.backward()`.
+    The parameters passed in are not changed."""
+    params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
     with torch.enable_grad():
-        out = forward(**params, Xb=Xb, Yb=Yb)
+        out = forward_function(**params, Xb=Xb, Yb=Yb)
         for t in out.values():
             t.retain_grad()
         out["loss"].backward()
     tensors = {name: t.detach() for name, t in {**params, **out}.items()}
     tensors.update(Xb=Xb, Yb=Yb)
     gradients = {name: t.grad.detach() for name, t in {**params, **out}.items() if t.grad is not None}
-    sizes = dict(
-        n=config.batch_size, batch_size=config.batch_size, vocab_size=len(vocab),
-        block_size=config.block_size, n_embd=config.n_embd, n_hidden=config.n_hidden,
-    )
-    return Reference(config=config, vocab=vocab, tensors=tensors, gradients=gradients, sizes=sizes)
+    return Reference(config=config, vocab=vocab, tensors=tensors, gradients=gradients, sizes=sizes_of(config, vocab))
+
+
+@functools.lru_cache(maxsize=8)
+def reference(config: Config = LECTURE) -> Reference:
+    """The lecture's chunked forward and backward pass on the first batch of a configuration."""
+    vocab, params, Xb, Yb = sample_batch(config)
+    return backward_pass(config, vocab, params, Xb, Yb)
 

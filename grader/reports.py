@@ -31,9 +31,10 @@ def summary_line(result: FileResult) -> str:
     counts = {status: 0 for status in Status}
     for r in result.results:
         counts[r.status] += 1
-    passing = counts[Status.EXACT] + counts[Status.APPROX]
-    parts = [f"{passing}/{len(result.results)} passing: {counts[Status.EXACT]} exact, {counts[Status.APPROX]} approx"]
+    parts = [f"{result.passing}/{result.checks} passing: {counts[Status.EXACT]} exact, {counts[Status.APPROX]} approx"]
     parts += [f"{counts[s]} {s.value}" for s in (Status.FAIL, Status.BLANK, Status.MISSING, Status.ERROR) if counts[s]]
+    if result.training is not None:
+        parts.append("training run " + ("passes" if result.training.passed else "fails"))
     return " · ".join(parts)
 
 
@@ -55,6 +56,8 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
         out.append(f"  {r.name.ljust(width)}  {status}  {_maxdiff(r.maxdiff):>7}  {line}".rstrip())
         if r.hint and not (result.error and r.hint.startswith("not graded")):
             out.append(f"  {' ' * width}  ↳ {r.hint}")
+    if result.training is not None:
+        out.append(style(result.training.describe(), fg="green" if result.training.passed else "red"))
     out.append(summary_line(result))
     if any(r.status is Status.APPROX for r in result.results):
         out.append(
@@ -72,3 +75,54 @@ def json_report(results: list[FileResult]) -> str:
     """The SPEC's JSON: one object for one file, a list for several."""
     data = [r.to_dict() for r in results]
     return json.dumps(data[0] if len(data) == 1 else data, indent=2)
+
+
+def progress_bar(done: int, total: int, width: int = 10) -> str:
+    filled = round(width * done / total) if total else 0
+    return "█" * filled + "░" * (width - filled)
+
+
+def overview_report(entries, *, color: bool = False) -> str:
+    """`grade` with no PATH: one line per exercise, the next thing to do, then the total."""
+    out = []
+    done = total = 0
+    for entry in entries:
+        checks = entry.result.checks if entry.result else entry.exercise.checks
+        passing = entry.result.passing if entry.result else 0
+        done, total = done + passing, total + checks
+        bar = progress_bar(passing, checks)
+        if color:
+            bar = click.style(bar, fg="green" if entry.passed else "yellow")
+        line = f"{entry.exercise.id}  {bar} {passing:>2}/{checks:<2}  {entry.exercise.title.split(': ', 1)[-1]}"
+        out.append(line)
+        step = entry.next_step()
+        if step:
+            out.append(f"     next: {step}")
+    complete = sum(entry.passed for entry in entries)
+    out.append(f"total: {done}/{total} passing · {complete} of {len(entries)} exercises complete")
+    return "\n".join(out)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
+
+
+def training_report(result) -> str:
+    """`--train`: time, train and val loss beside the lecture's, and the sampled names."""
+    from grader.training import LECTURE_RESULTS
+
+    if result.error:
+        return f"training stopped: {result.error}"
+    per_step = result.seconds / result.steps * 1000
+    out = [
+        f"trained {result.steps:,} steps in {_duration(result.seconds)} ({per_step:.2f} ms a step)",
+        f"{'':12}{'yours':>8}  {'lecture':>8}",
+        f"{'train loss':12}{result.train_loss:8.4f}  {LECTURE_RESULTS['train']:8.4f}",
+        f"{'val loss':12}{result.val_loss:8.4f}  {LECTURE_RESULTS['val']:8.4f}",
+        "(the lecture's figures are for 200,000 steps on its own copy of the names)",
+        "20 names sampled from your network:",
+    ]
+    out += [f"  {name}" for name in result.names]
+    return "\n".join(out)

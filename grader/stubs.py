@@ -16,7 +16,8 @@ import sys
 
 from grader.exercises import EXERCISES, Exercise
 from grader.execution import assigned_names
-from grader.network import PARAMETER_NAMES, forward_source, reference
+from grader.grading import first_reference
+from grader.network import PARAMETER_NAMES, forward_source
 
 
 def _shape(tensor) -> str:
@@ -25,9 +26,9 @@ def _shape(tensor) -> str:
 
 def header(exercise: Exercise) -> list[str]:
     """The stub's opening comments: the task, what is in scope, and the forward pass with shapes."""
-    ref = reference(exercise.configs[0])
+    ref = first_reference(exercise)
     sizes = ref.sizes
-    tensors = ref.tensors
+    tensors = {n: t for n, t in ref.tensors.items() if exercise.scope is None or n in exercise.scope}
     out = [f"# {exercise.title}", "#"]
     out += [f"# {line}" if line else "#" for line in exercise.task.splitlines()]
     out += [
@@ -36,9 +37,14 @@ def header(exercise: Exercise) -> list[str]:
         "#",
         f"#     grade exercises/{exercise.slug}.py",
         "#",
-        "# Each line is graded on its own: the grader feeds it the correct gradients",
-        "# of the lines above it, so one mistake does not spoil the rest. Autograd is",
-        "# off while your code runs; write every gradient by hand.",
+    ]
+    if exercise.kind == "lines" and len(exercise.targets) > 1:
+        out += [
+            "# Each line is graded on its own: the grader feeds it the correct gradients",
+            "# of the lines above it, so one mistake does not spoil the rest.",
+        ]
+    out += [
+        "# Autograd is off while your code runs: write every gradient by hand.",
         "#",
         "# In scope (the grader runs the forward pass and provides them):",
         "#   torch, F (torch.nn.functional)",
@@ -47,10 +53,16 @@ def header(exercise: Exercise) -> list[str]:
         "#   (use these names: your code is also graded at other sizes)",
         "#   parameters: " + ", ".join(f"{p} {_shape(tensors[p])}" for p in PARAMETER_NAMES),
         f"#   the batch: Xb {_shape(tensors['Xb'])} and Yb {_shape(tensors['Yb'])}, character indices",
-        "#   every tensor of the forward pass:",
-        "#",
     ]
-    lines = forward_source(exercise.forward)
+    for name in exercise.given:
+        out.append(f"#   given: {name} {_shape(ref.gradients[name[1:]])}, the correct gradient of `{name[1:]}`")
+    out += ["#   every tensor of the forward pass that is assigned below:", "#"]
+    lines = [
+        line for line in forward_source(exercise.forward)
+        if exercise.scope is None or line.split("=")[0].strip() in exercise.scope or line.lstrip().startswith("#")
+    ]
+    if exercise.scope_note:
+        lines.append(exercise.scope_note)
     width = max(len(line.split("  #")[0]) for line in lines)
     for line in lines:
         code, _, comment = line.partition("  #")
@@ -60,7 +72,7 @@ def header(exercise: Exercise) -> list[str]:
             continue
         target = stripped.split("=")[0].strip()
         shape = _shape(tensors[target]) if target in tensors else ""
-        note = f"  # {shape}" + (f" {comment.strip()}" if comment.strip() else "")
+        note = f"  # {' '.join(part for part in (shape, comment.strip()) if part)}"
         out.append(f"#   {code.ljust(width)}{note}".rstrip())
     return out + [""]
 
@@ -76,13 +88,14 @@ def generate(exercise: Exercise, solution: str | None = None) -> str:
         inside.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
 
     out = header(exercise)
-    targets = set(exercise.targets)
+    blanks = exercise.blanks or exercise.targets
+    targets = set(blanks)
     for number, text in enumerate(lines, start=1):
         node = by_start.get(number)
         if node is not None:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 out.extend(lines[node.lineno - 1 : node.end_lineno])
-            elif names := [t for t in exercise.targets if t in assigned_names(node) & targets]:
+            elif names := [t for t in blanks if t in assigned_names(node) & targets]:
                 out.extend(f"{name} = ..." for name in names if f"{name} = ..." not in out)
             continue
         if number in inside:

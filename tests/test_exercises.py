@@ -1,0 +1,145 @@
+"""Exercises 2-4 and the overview: solutions pass, stubs are blank, wrong answers fail."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from grader.cli import cli, slow_warning
+from grader.compare import Status
+from grader.exercises import EX2, EX3, EX4, EXERCISES
+from grader.stubs import generate
+from grader.training import compare_training
+
+from conftest import by_name, grade_text, replace_line
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.id)
+def test_every_solution_passes(exercise):
+    result = grade_text(exercise.solution_path.read_text(), filename=exercise.solution_path.name, exercise=exercise)
+    assert result.passed, [(r.name, r.status, r.hint) for r in result.results] + [result.error]
+    assert result.score == result.max_score
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.id)
+def test_every_stub_is_current_and_all_blank(exercise):
+    assert exercise.stub_path.read_text() == generate(exercise), "run `python -m grader.stubs`"
+    result = grade_text(exercise.stub_path.read_text(), filename=exercise.stub_path.name, exercise=exercise)
+    assert {r.status for r in result.results} == {Status.BLANK}
+    assert result.score == 0 and not result.passed
+
+
+def test_ex2_lecture_answer_is_approx_and_a_pass():
+    source = replace_line(
+        EX2.solution_path.read_text(), "dlogits =",
+        "dlogits = F.softmax(logits, 1)\ndlogits[range(n), Yb] -= 1\ndlogits /= n",
+    )
+    result = grade_text(source, exercise=EX2)
+    assert result.results[0].status is Status.APPROX and result.passed
+
+
+def test_ex2_without_the_batch_mean_fails():
+    source = replace_line(EX2.solution_path.read_text(), "dlogits =",
+                          "dlogits = F.softmax(logits, 1) - F.one_hot(Yb, vocab_size)")
+    assert grade_text(source, exercise=EX2).results[0].status is Status.FAIL
+
+
+def test_ex2_has_no_chunked_intermediates_in_scope():
+    source = replace_line(EX2.solution_path.read_text(), "dlogits =", "dlogits = probs.clone()")
+    result = grade_text(source, exercise=EX2).results[0]
+    assert result.status is Status.ERROR and "probs" in result.hint
+
+
+def test_ex3_without_bessels_correction_fails():
+    source = EX3.solution_path.read_text().replace("n/(n-1)*bnraw", "bnraw")
+    assert grade_text(source, exercise=EX3).results[0].status is Status.FAIL
+
+
+def test_ex4_wrong_parameter_gradient_fails_that_one_and_the_training_run():
+    source = replace_line(EX4.solution_path.read_text(), "dW2 =", "dW2 = dlogits.T @ h")
+    result = grade_text(source, exercise=EX4)
+    assert [r.name for r in result.results if not r.status.passed] == ["dW2"]
+    assert "transpose" in by_name(result)["dW2"].hint
+    assert result.training is not None and not result.training.passed
+
+
+# A classic training-loop bug: the buffer for dC is made once and never zeroed, so
+# gradients pile up from step to step. Each checked step starts fresh, so only the
+# training run can see it.
+ACCUMULATING_DC = """if "dC" not in globals():
+    dC = torch.zeros_like(C)
+dC.index_add_(0, Xb.view(-1), demb.view(-1, n_embd))"""
+
+
+def test_ex4_gradient_that_drifts_over_steps_is_caught_only_by_the_training_run():
+    source = replace_line(EX4.solution_path.read_text(), "dC =", ACCUMULATING_DC)
+    result = grade_text(source, exercise=EX4)
+    assert all(r.status.passed for r in result.results)
+    assert not result.training.passed
+    assert result.training.max_loss_diff > 100 * result.training.tolerance
+    assert not result.passed and result.score == result.max_score - 1
+
+
+def test_training_comparison_is_deterministic():
+    source = replace_line(EX4.solution_path.read_text(), "dhpreact =", "dhpreact = (1.0 - h**2) * dh")
+    first = compare_training(source=source, filename="ex4.py", targets=EX4.targets)
+    second = compare_training(source=source, filename="ex4.py", targets=EX4.targets)
+    assert first == second and first.passed
+
+
+def mixed_checkout(tmp_path):
+    folder = tmp_path / "exercises"
+    folder.mkdir()
+    shutil.copy(EXERCISES[0].solution_path, folder / EXERCISES[0].stub_path.name)  # ex1 done
+    shutil.copy(EX2.stub_path, folder / EX2.stub_path.name)  # ex2 blank
+    (folder / EX3.stub_path.name).write_text(EX3.solution_path.read_text().replace("n/(n-1)*bnraw", "bnraw"))
+    return folder  # ex4 not started
+
+
+def test_overview_of_a_mixed_checkout_counts_and_exits_1(tmp_path):
+    folder = mixed_checkout(tmp_path)
+    result = CliRunner().invoke(cli, ["--dir", str(folder)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith("ex1  ██████████ 26/26")
+    assert any(line.startswith("ex2  ░░░░░░░░░░  0/1") for line in lines)
+    assert "next: `dlogits` in ex2, line" in result.output and "(blank)" in result.output
+    assert "next: `dhprebn` in ex3" in result.output and "(fail)" in result.output
+    assert "not started" in result.output and "ex4_training.py does not exist" in result.output
+    assert lines[-1] == "total: 26/36 passing · 1 of 4 exercises complete"
+
+
+def test_overview_exits_0_when_everything_passes(tmp_path):
+    folder = tmp_path / "exercises"
+    folder.mkdir()
+    for exercise in EXERCISES:
+        shutil.copy(exercise.solution_path, folder / exercise.stub_path.name)
+    result = CliRunner().invoke(cli, ["--dir", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "total: 36/36 passing · 4 of 4 exercises complete"
+
+
+def test_overview_without_an_exercises_folder_says_so(tmp_path):
+    result = CliRunner().invoke(cli, ["--dir", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "there is no folder" in result.output
+
+
+def test_train_runs_reports_losses_and_samples_names():
+    result = CliRunner().invoke(cli, [str(EX4.solution_path), "--train", "--steps", "300"])
+    assert result.exit_code == 0, result.output
+    assert "trained 300 steps" in result.output and "train loss" in result.output and "val loss" in result.output
+    names = result.output.split("20 names sampled from your network:\n", 1)[1].split()
+    assert len(names) == 20
+
+
+def test_train_is_refused_for_other_exercises():
+    result = CliRunner().invoke(cli, [str(EX2.solution_path), "--train"])
+    assert result.exit_code == 2 and "--train is for exercise 4" in result.output
+
+
+def test_slow_steps_get_a_warning_with_the_way_out():
+    assert slow_warning(0.0005, 200_000) is None
+    warning = slow_warning(0.05, 200_000)
+    assert "2.8 h" in warning and "index_add_" in warning
