@@ -42,6 +42,7 @@ class TensorResult:
     got_shape: tuple[int, ...] | None = None
     line: int | None = None
     hint: str | None = None
+    policy: str | None = None  # "autograd" or "shortcut" when the line used what an answer may not
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -135,7 +136,8 @@ def shape_hint(name: str, tensor: str, expected: tuple[int, ...], got: tuple[int
     return f"{base}: a gradient always has the shape of its tensor"
 
 
-def compare(answer: Answer, expected: torch.Tensor, tensor: str, *, rtol: float = RTOL, atol: float = ATOL) -> TensorResult:
+def compare(answer: Answer, expected: torch.Tensor, tensor: str, *, rtol: float = RTOL, atol: float = ATOL,
+            n: int | None = None) -> TensorResult:
     """The verdict on one answer against its reference gradient."""
     name = answer.name
     expected_shape = tuple(expected.shape)
@@ -156,7 +158,12 @@ def compare(answer: Answer, expected: torch.Tensor, tensor: str, *, rtol: float 
     got_shape = tuple(got.shape)
     common["got_shape"] = got_shape
     if got_shape != expected_shape:
-        return TensorResult(status=Status.FAIL, hint=shape_hint(name, tensor, expected_shape, got_shape), **common)
+        hint = shape_hint(name, tensor, expected_shape, got_shape)
+        if got.numel() == expected.numel() and got.dtype == expected.dtype and torch.allclose(
+            got.reshape(expected_shape), expected, rtol=rtol, atol=atol
+        ):
+            hint = f"the values are right; only the shape is wrong. {hint}"
+        return TensorResult(status=Status.FAIL, hint=hint, **common)
     if got.dtype != expected.dtype:
         return TensorResult(
             status=Status.FAIL,
@@ -178,15 +185,44 @@ def compare(answer: Answer, expected: torch.Tensor, tensor: str, *, rtol: float 
         return TensorResult(status=Status.EXACT, maxdiff=maxdiff, **common)
     if torch.allclose(got, expected, rtol=rtol, atol=atol):
         return TensorResult(status=Status.APPROX, maxdiff=maxdiff, **common)
-    return TensorResult(status=Status.FAIL, maxdiff=maxdiff, hint=value_hint(name, got, expected, rtol, atol), **common)
+    return TensorResult(status=Status.FAIL, maxdiff=maxdiff, hint=value_hint(name, got, expected, rtol, atol, n), **common)
 
 
-def value_hint(name: str, got: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> str | None:
-    """What a wrong value most likely means, when the shape is right."""
-    if torch.allclose(-got, expected, rtol=rtol, atol=atol):
+def classic_factors(n: int | None) -> dict[str, float]:
+    """Factors a gradient is classically off by, with the mistake each suggests."""
+    factors = {"2": 2.0, "0.5 (1/2)": 0.5}
+    if n:
+        factors.update({"n": float(n), "1/n": 1.0 / n})
+        if n > 1:
+            factors.update({"n/(n-1)": n / (n - 1), "(n-1)/n": (n - 1) / n, "n-1": n - 1.0, "1/(n-1)": 1.0 / (n - 1)})
+    return factors
+
+
+def factor_hint(name: str, got: torch.Tensor, expected: torch.Tensor, n: int | None) -> str | None:
+    """When the answer is the reference times a constant: name the constant (and the classic mistake)."""
+    scale = (expected * expected).sum()
+    if not scale > 0:
+        return None
+    factor = ((got * expected).sum() / scale).item()
+    if not torch.allclose(got, factor * expected, rtol=1e-4, atol=1e-7 * expected.abs().max().item()):
+        return None
+    if abs(factor + 1) < 1e-4:
         return f"`{name}` has the right size but the opposite sign"
+    for label, value in classic_factors(n).items():
+        if abs(factor - value) < 1e-4 * max(1.0, abs(value)):
+            why = " (Bessel's correction: the variance divides by n-1, not n)" if "n-1" in label else ""
+            return f"`{name}` is {label} times the right gradient{why}"
+    return f"`{name}` is {factor:.4g} times the right gradient: a constant factor is off"
+
+
+def value_hint(name: str, got: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float,
+               n: int | None = None) -> str | None:
+    """What a wrong value most likely means, when the shape is right."""
     if not got.any() and expected.any():
         return f"`{name}` is all zeros; was an accumulation (`+=`) overwritten?"
+    hint = factor_hint(name, got, expected, n)
+    if hint:
+        return hint
     wrong = ~torch.isclose(got, expected, rtol=rtol, atol=atol)
     count = int(wrong.sum())
     return f"{count} of {got.numel()} entries differ"

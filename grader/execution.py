@@ -98,6 +98,7 @@ class Run:
     error: str | None = None  # a whole-file problem: time limit, exit, crash
     output: str = ""  # what the student's code printed (truncated)
     notes: list[str] = field(default_factory=list)  # errors in lines that assign no target
+    plan: Plan | None = None
 
 
 def read_source(path: str) -> str:
@@ -379,7 +380,7 @@ def run_submission(
     """Execute a student's source against one reference and collect an `Answer` per target.
     A `SyntaxError` is raised for source that does not parse."""
     the_plan = plan(source, filename, targets)
-    run = Run()
+    run = Run(plan=the_plan)
     for name in the_plan.missing:
         run.answers[name] = Answer(name=name, kind="missing")
     for name, index in the_plan.final.items():

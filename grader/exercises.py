@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.network import LECTURE, TRAINING, Config, forward, forward_fused
+from grader.network import LECTURE, OTHER, TRAINING, Config, forward, forward_fused
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ class Exercise:
     scope: tuple[str, ...] | None = None  # tensors in scope; None: all of the forward pass's
     given: tuple[str, ...] = ()  # reference gradients in scope from the start, e.g. dhpreact
     blanks: tuple[str, ...] | None = None  # names blanked in the stub; None: the targets
-    configs: tuple[Config, ...] = (LECTURE,)
+    configs: tuple[Config, ...] = (LECTURE, OTHER)  # a line passes only if it passes in each
     points: float = 1.0  # per target (and for the training run)
     allowed: tuple[str, ...] = field(default_factory=tuple)  # extra names a line may use
     scope_note: str = ""  # shown in the stub after the forward pass
@@ -92,6 +92,7 @@ EX2 = Exercise(
     scope=("C", "W1", "b1", "W2", "b2", "bngain", "bnbias", "Xb", "Yb", "emb", "embcat", "hprebn",
            "bnmeani", "bndiff", "bndiff2", "bnvar", "bnvar_inv", "bnraw", "hpreact", "h", "logits"),
     scope_note="loss = F.cross_entropy(logits, Yb)  # the same loss, in one call",
+    allowed=("softmax", "log_softmax"),
 )
 
 EX3 = Exercise(
@@ -126,6 +127,7 @@ EX4 = Exercise(
     blanks=("dlogits", "dh", "dW2", "db2", "dhpreact", "dbngain", "dbnbias", "dhprebn", "dembcat", "dW1",
             "db1", "demb", "dC"),
     configs=(TRAINING,),
+    allowed=("softmax", "log_softmax"),
 )
 
 EXERCISES: tuple[Exercise, ...] = (EX1, EX2, EX3, EX4)

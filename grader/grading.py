@@ -6,13 +6,14 @@ This is the keyword-only API that the CLI, the tests and notebooks call.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from grader.compare import FileResult, Status, TensorResult, compare
 from grader.exercises import BY_ID, EXERCISES, Exercise, recognise
 from grader.execution import DEFAULT_TIMEOUT, SubmissionError, assigned_names, read_source, run_submission
-from grader.network import Reference, reference
+from grader.network import LECTURE_LITERALS, Reference, reference
+from grader.policy import violation
 
 
 def first_reference(exercise: Exercise) -> Reference:
@@ -53,9 +54,60 @@ def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, ti
         scope=exercise.scope, given=exercise.given,
     )
     results = tuple(
-        compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t)) for t in exercise.targets
+        compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t), n=ref.sizes["n"])
+        for t in exercise.targets
     )
-    return results, run
+    return _apply_policy(results, run.plan, exercise), run
+
+
+def _apply_policy(results: tuple[TensorResult, ...], the_plan, exercise: Exercise) -> tuple[TensorResult, ...]:
+    """Fail every gradient whose line uses autograd or a shortcut. A statement that assigns no
+    gradient (a stray `loss.backward()`) taints every gradient finished after it."""
+    flagged = {}
+    for statement in the_plan.statements:
+        found = violation(statement.node, exercise.allowed)
+        if found is None:
+            continue
+        names = statement.assigns or {t for t, i in the_plan.final.items() if i >= statement.index}
+        for name in names:
+            flagged.setdefault(name, found)
+    return tuple(
+        replace(r, status=Status.FAIL, hint=flagged[r.name].hint(), policy=flagged[r.name].policy)
+        if r.name in flagged else r
+        for r in results
+    )
+
+
+def _hardcoded_hint(result: TensorResult, other: TensorResult, config, run) -> str:
+    """Why a line right at the lecture's sizes fails at others: name the literal if we can see it."""
+    base = f"right at the lecture's sizes but not at other sizes ({config.describe()}): a size is hard-coded"
+    statement = run.plan.statements[run.plan.final[result.name]] if run.plan and result.name in run.plan.final else None
+    literals = sorted({
+        int(node.value) for node in ast.walk(statement.node) if statement is not None
+        and isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+        and float(node.value).is_integer() and int(node.value) in LECTURE_LITERALS
+    }) if statement is not None else []
+    if literals:
+        uses = "; ".join(f"line {statement.line} uses {value}; use `{LECTURE_LITERALS[value]}`" for value in literals)
+        return f"{base}: {uses}"
+    return f"{base}. There: {other.hint}" if other.hint else base
+
+
+def _combine_configs(per_config) -> tuple[TensorResult, ...]:
+    """A line passes only if it passes in every configuration; the lecture's result is shown."""
+    _, first, _ = per_config[0]
+    combined = []
+    for i, primary in enumerate(first):
+        result = primary
+        if primary.status.passed:
+            for config, results, run in per_config[1:]:
+                if not results[i].status.passed:
+                    result = replace(primary, status=Status.FAIL, policy=results[i].policy,
+                                     hint=results[i].hint if results[i].policy else
+                                     _hardcoded_hint(primary, results[i], config, run))
+                    break
+        combined.append(result)
+    return tuple(combined)
 
 
 def _worst(per_step: list[TensorResult]) -> TensorResult:
@@ -77,10 +129,17 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
         return _file_error(exercise, ref, filename, f"syntax error at line {exc.lineno}: {exc.msg}")
     if exercise.kind == "training":
         return _grade_training(source=source, filename=filename, exercise=exercise, timeout=timeout)
-    results, run = _judge(exercise, ref, source=source, filename=filename, timeout=timeout)
+    per_config = []
+    for config in exercise.configs:
+        results, run = _judge(exercise, reference(config), source=source, filename=filename, timeout=timeout)
+        per_config.append((config, results, run))
+        if run.error:
+            break
+    run = per_config[0][2]
+    error = next((r.error for _, _, r in per_config if r.error), None)
     return FileResult(
-        file=filename, exercise=exercise.id, results=results, error=run.error, points=exercise.points,
-        output=run.output, notes=tuple(run.notes),
+        file=filename, exercise=exercise.id, results=_combine_configs(per_config), error=error,
+        points=exercise.points, output=run.output, notes=tuple(run.notes),
     )
 
 

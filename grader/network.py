@@ -64,6 +64,11 @@ class Config:
 
 LECTURE = Config()
 TRAINING = Config(name="training", n_hidden=200)  # the lecture's training loop (exercise 4)
+# Every size a student might hard-code is different here, and so are the alphabet and the seed.
+OTHER = Config(name="other sizes", seed=1337, block_size=4, n_embd=7, n_hidden=48, batch_size=13, drop_letters="qxz")
+# The lecture's sizes, and a hint for each when a line holds it as a literal.
+LECTURE_LITERALS = {32: "n", 31: "n-1", 27: "vocab_size", 64: "n_hidden", 30: "n_embd * block_size",
+                    10: "n_embd", 3: "block_size"}
 
 
 class DataError(Exception):

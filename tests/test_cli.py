@@ -43,6 +43,7 @@ def test_json_follows_the_schema():
     assert first == {
         "name": "dlogprobs", "tensor": "logprobs", "status": "exact", "maxdiff": 0.0,
         "expected_shape": [32, 27], "got_shape": [32, 27], "line": first["line"], "hint": None,
+        "policy": None,
     }
 
 

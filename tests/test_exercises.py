@@ -68,7 +68,9 @@ def test_ex4_wrong_parameter_gradient_fails_that_one_and_the_training_run():
 # A classic training-loop bug: the buffer for dC is made once and never zeroed, so
 # gradients pile up from step to step. Each checked step starts fresh, so only the
 # training run can see it.
-ACCUMULATING_DC = """if "dC" not in globals():
+ACCUMULATING_DC = """try:
+    dC
+except NameError:
     dC = torch.zeros_like(C)
 dC.index_add_(0, Xb.view(-1), demb.view(-1, n_embd))"""
 

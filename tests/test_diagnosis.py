@@ -1,0 +1,117 @@
+"""Diagnosis: hints that say why a line is wrong, and answers that only work by accident."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from grader.cli import cli
+from grader.compare import Status
+from grader.exercises import EX2
+
+from conftest import by_name, grade_text, replace_line
+
+
+def failing(result) -> list[str]:
+    return [r.name for r in result.results if not r.status.passed]
+
+
+def test_shape_gate_catches_the_lectures_own_dbnmeani_and_says_the_values_are_right(solution):
+    result = by_name(grade_text(replace_line(solution, "dbnmeani =", "dbnmeani = (-dbndiff).sum(0)")))["dbnmeani"]
+    assert result.status is Status.FAIL
+    assert result.hint.startswith("the values are right; only the shape is wrong") and "keepdim=True" in result.hint
+
+
+def test_right_shape_does_not_get_the_values_are_right_hint(solution):
+    result = by_name(grade_text(replace_line(solution, "dW2 =", "dW2 = dlogits.T @ h")))["dW2"]
+    assert "values are right" not in result.hint
+
+
+HARDCODED = {
+    "dlogprobs": ("dlogprobs = -1.0/32 * F.one_hot(Yb, num_classes=vocab_size).float()", "uses 32; use `n`"),
+    "demb": ("demb = dembcat.view(-1, 3, 10)", "uses 3; use `block_size`"),
+    "dlogits": (
+        "dlogits = dnorm_logits + torch.zeros([32, 27]).scatter_(1, logits.max(1, keepdim=True).indices, 1.0) * dlogit_maxes",
+        "uses 27; use `vocab_size`",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", HARDCODED)
+def test_a_hard_coded_size_passes_the_lecture_sizes_only_and_is_named(solution, name):
+    line, expected = HARDCODED[name]
+    result = grade_text(replace_line(solution, f"{name} =", line))
+    assert failing(result) == [name]
+    hint = by_name(result)[name].hint
+    assert "right at the lecture's sizes but not at other sizes" in hint and expected in hint
+
+
+def test_sizes_taken_from_the_names_in_scope_pass_everywhere(solution):
+    result = grade_text(replace_line(solution, "demb =", "demb = dembcat.view(-1, block_size, n_embd)"))
+    assert failing(result) == []
+
+
+@pytest.mark.parametrize("line", [
+    "loss.backward()\ndlogprobs = logprobs.grad",
+    "dlogprobs = torch.autograd.grad(loss, logprobs)[0]",
+    "import gc\ndlogprobs = -1.0/n * F.one_hot(Yb, num_classes=vocab_size).float()",
+])
+def test_autograd_and_interpreter_tricks_fail_with_the_policy_hint(solution, line):
+    result = by_name(grade_text(replace_line(solution, "dlogprobs =", line)))["dlogprobs"]
+    assert result.status is Status.FAIL and result.policy == "autograd"
+    assert "by hand" in result.hint
+
+
+def test_a_stray_backward_call_taints_every_gradient_after_it(solution):
+    result = grade_text(replace_line(solution, "dh =", "loss.backward()\ndh = dlogits @ W2.T"))
+    assert failing(result)[0] == "dh" and "dlogits" not in failing(result)
+    assert all(r.policy == "autograd" for r in result.results if not r.status.passed)
+
+
+def test_library_shortcuts_fail_in_ex1_but_softmax_is_allowed_in_ex2(solution):
+    shortcut = "dlogits = (F.softmax(logits, 1) - F.one_hot(Yb, vocab_size)) / n"
+    result = by_name(grade_text(replace_line(solution, "dlogits =", shortcut)))["dlogits"]
+    assert result.status is Status.FAIL and result.policy == "shortcut" and "softmax" in result.hint
+    assert grade_text(EX2.solution_path.read_text(), exercise=EX2).passed
+
+
+def test_policy_is_in_the_json(tmp_path, solution):
+    path = tmp_path / "ex1_backprop_all.py"
+    path.write_text(replace_line(solution, "dprobs =", "dprobs = probs.grad"))
+    data = json.loads(CliRunner().invoke(cli, [str(path), "--json"]).output)
+    row = next(r for r in data["results"] if r["name"] == "dprobs")
+    assert row["status"] == "fail" and row["policy"] == "autograd"
+
+
+FACTORS = {
+    "dbndiff2": ("dbndiff2 = (1.0/n)*torch.ones_like(bndiff2) * dbnvar", "(n-1)/n times", "Bessel"),
+    "dprobs": ("dprobs = -(1.0 / probs) * dlogprobs", "opposite sign", None),
+    "dbnvar": ("dbnvar = (-1.0*(bnvar + 1e-5)**-1.5) * dbnvar_inv", "is 2 times", None),
+    "dh": ("dh = dlogits @ W2.T * n", "is n times", None),
+    "db2": ("db2 = dlogits.mean(0)", "is 1/n times", None),
+}
+
+
+@pytest.mark.parametrize("name", FACTORS)
+def test_a_constant_factor_is_named(solution, name):
+    line, expected, extra = FACTORS[name]
+    result = by_name(grade_text(replace_line(solution, f"{name} =", line)))[name]
+    assert result.status is Status.FAIL and expected in result.hint
+    if extra:
+        assert extra in result.hint
+
+
+def test_a_right_answer_gets_no_hint(solution):
+    assert all(r.hint is None for r in grade_text(solution).results)
+
+
+def test_an_odd_factor_is_given_as_a_number(solution):
+    result = by_name(grade_text(replace_line(solution, "dh =", "dh = dlogits @ W2.T * 1.7")))["dh"]
+    assert "1.7 times the right gradient" in result.hint
+
+
+def test_zero_where_the_reference_is_not(solution):
+    result = by_name(grade_text(replace_line(solution, "dW1 =", "dW1 = torch.zeros_like(W1)")))["dW1"]
+    assert "all zeros" in result.hint
