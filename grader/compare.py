@@ -17,6 +17,16 @@ from grader.execution import Answer
 RTOL, ATOL = 1e-5, 1e-8
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What an instructor may tune: the tolerance of `approx`, and whether a wrong shape whose
+    values are right fails (the default) or only warns."""
+
+    rtol: float = RTOL
+    atol: float = ATOL
+    shape_gate: str = "fail"  # "fail" | "warn"
+
+
 class Status(str, Enum):
     EXACT = "exact"
     APPROX = "approx"
@@ -43,6 +53,9 @@ class TensorResult:
     line: int | None = None
     hint: str | None = None
     policy: str | None = None  # "autograd" or "shortcut" when the line used what an answer may not
+    chained: str | None = None  # the status with the student's own upstream gradients, as the lecture runs it
+    probe: str | None = None  # "pass"/"fail": the line re-run on random upstream gradients
+    warning: str | None = None  # said even when the line passes
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -136,9 +149,10 @@ def shape_hint(name: str, tensor: str, expected: tuple[int, ...], got: tuple[int
     return f"{base}: a gradient always has the shape of its tensor"
 
 
-def compare(answer: Answer, expected: torch.Tensor, tensor: str, *, rtol: float = RTOL, atol: float = ATOL,
+def compare(answer: Answer, expected: torch.Tensor, tensor: str, *, settings: Settings = Settings(),
             n: int | None = None) -> TensorResult:
     """The verdict on one answer against its reference gradient."""
+    rtol, atol = settings.rtol, settings.atol
     name = answer.name
     expected_shape = tuple(expected.shape)
     common = dict(name=name, tensor=tensor, expected_shape=expected_shape, line=answer.line)
@@ -162,6 +176,9 @@ def compare(answer: Answer, expected: torch.Tensor, tensor: str, *, rtol: float 
         if got.numel() == expected.numel() and got.dtype == expected.dtype and torch.allclose(
             got.reshape(expected_shape), expected, rtol=rtol, atol=atol
         ):
+            if settings.shape_gate == "warn":
+                return TensorResult(status=Status.APPROX, maxdiff=(got.reshape(expected_shape) - expected).abs().max().item(),
+                                    warning=f"the values are right but the shape is not: {hint}", **common)
             hint = f"the values are right; only the shape is wrong. {hint}"
         return TensorResult(status=Status.FAIL, hint=hint, **common)
     if got.dtype != expected.dtype:
@@ -224,5 +241,11 @@ def value_hint(name: str, got: torch.Tensor, expected: torch.Tensor, rtol: float
     if hint:
         return hint
     wrong = ~torch.isclose(got, expected, rtol=rtol, atol=atol)
-    count = int(wrong.sum())
-    return f"{count} of {got.numel()} entries differ"
+    count, total = int(wrong.sum()), got.numel()
+    if got.dim() >= 1 and count <= max(3, total // 20):
+        rows = sorted({int(i) for i in wrong.nonzero()[:, 0].tolist()})
+        first = tuple(int(i) for i in wrong.nonzero()[0].tolist())
+        shown = ", ".join(str(r) for r in rows[:6]) + (", ..." if len(rows) > 6 else "")
+        return (f"`{name}` is right except in {count} of {total} entries (row{'s' if len(rows) > 1 else ''} "
+                f"{shown}; first at {list(first)}): look at ties, an index or a special case")
+    return f"{count} of {total} entries of `{name}` are wrong"

@@ -28,6 +28,7 @@ import struct
 import sys
 import time
 import traceback
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -99,6 +100,8 @@ class Run:
     output: str = ""  # what the student's code printed (truncated)
     notes: list[str] = field(default_factory=list)  # errors in lines that assign no target
     plan: Plan | None = None
+    probes: dict[str, torch.Tensor] = field(default_factory=dict)  # target -> value on random upstream gradients
+    mutated: dict[str, int] = field(default_factory=dict)  # answered target -> line that changed it in place
 
 
 def read_source(path: str) -> str:
@@ -188,7 +191,7 @@ def encode_value(value: object) -> tuple[dict, bytes]:
         tensor = value.detach().cpu().clone(memory_format=torch.contiguous_format)
         return (
             {"kind": "tensor", "dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)},
-            bytes(tensor.untyped_storage()) if tensor.numel() else b"",
+            tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"",
         )
     kind = type(value)
     name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
@@ -281,7 +284,20 @@ def fork_child(body) -> tuple[int, int]:
     os._exit(0)
 
 
-def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, output, scope, given) -> None:
+@dataclass
+class Options:
+    """How to run a file: with the reference injected after each answer (line by line) or not
+    (chained, as the lecture runs it), and which lines to re-run on random upstream gradients."""
+
+    inject: bool = True
+    probes: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # target -> upstream name -> tensor
+    float64: bool = False  # new tensors default to float64, for a float64 reference
+
+
+def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, output, scope, given,
+             options: Options) -> None:
+    if options.float64:
+        torch.set_default_dtype(torch.float64)
     tensors = {name: t for name, t in reference.tensors.items() if scope is None or name in scope}
     gradients = {t: reference.gradients[t[1:]] for t in (*targets, *given)}
     namespace: dict[str, object] = {"__name__": "__student__", "__builtins__": builtins, "torch": torch, "F": F}
@@ -292,14 +308,20 @@ def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, 
         finishing.setdefault(index, []).append(name)
     failed: set[str] = set()
     blank_lines = {name: st.line for st in the_plan.statements if st.blank for name in assigned_names(st.node)}
+    handed_out: list[tuple[weakref.ref, int, str]] = []  # copies of answered gradients, to see aliases mutate them
+    mutated: set[str] = set()
 
     for statement in the_plan.statements:
         # Fresh copies before every statement: nothing the student did to them sticks.
         for name, tensor in tensors.items():
             namespace[name] = tensor.clone()
         for name, tensor in injected.items():
-            namespace[name] = tensor.clone()
+            copy = tensor.clone()
+            namespace[name] = copy
+            if name in the_plan.final:
+                handed_out.append((weakref.ref(copy), copy._version, name))
         send(write_fd, {"t": "line", "line": statement.line})
+        code = None
         if not statement.blank:
             try:
                 code = compile(ast.Module(body=[statement.node], type_ignores=[]), filename, "exec")
@@ -319,17 +341,40 @@ def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, 
                     failed.update(names)
                 else:
                     send(write_fd, {"t": "note", "line": line, "message": message})
+        for ref, version, name in handed_out:
+            copy = ref()
+            if copy is not None and copy._version != version and name not in mutated:
+                mutated.add(name)
+                send(write_fd, {"t": "mutated", "name": name, "line": statement.line})
         for name in finishing.get(statement.index, []):
-            if name not in failed and not statement.blank:
+            answered = name not in failed and not statement.blank
+            if answered:
                 if name in namespace:
                     header, payload = encode_value(namespace[name])
                     send(write_fd, {"t": "answer", "name": name, "line": statement.line, **header}, payload)
+                    if name in options.probes and code is not None:
+                        _probe(write_fd, code, namespace, tensors, name, options.probes[name])
                 else:
                     send(write_fd, {"t": "error", "names": [name], "line": statement.line,
                                      "message": f"NameError: `{name}` was deleted"})
-            injected[name] = gradients[name]
+            if options.inject or not answered or name not in namespace:
+                injected[name] = gradients[name]
     send(write_fd, {"t": "output", "text": output.getvalue()})
     send(write_fd, {"t": "done"})
+
+
+def _probe(write_fd, code, namespace, tensors, name, upstream: dict[str, torch.Tensor]) -> None:
+    """Re-run the statement that answered `name` with random upstream gradients, in a scratch scope."""
+    scratch = dict(namespace)
+    scratch.update({key: t.clone() for key, t in tensors.items()})
+    scratch.update({key: t.clone() for key, t in upstream.items()})
+    try:
+        exec(code, scratch)
+    except BaseException:  # noqa: BLE001 - a probe that cannot run says nothing
+        return
+    if name in scratch:
+        header, payload = encode_value(scratch[name])
+        send(write_fd, {"t": "probe", "name": name, **header}, payload)
 
 
 class Reader:
@@ -375,7 +420,7 @@ class Reader:
 
 def run_submission(
     *, source: str, filename: str, reference: Reference, targets: tuple[str, ...], timeout: float = DEFAULT_TIMEOUT,
-    scope: tuple[str, ...] | None = None, given: tuple[str, ...] = (),
+    scope: tuple[str, ...] | None = None, given: tuple[str, ...] = (), options: Options | None = None,
 ) -> Run:
     """Execute a student's source against one reference and collect an `Answer` per target.
     A `SyntaxError` is raised for source that does not parse."""
@@ -389,7 +434,8 @@ def run_submission(
             run.answers[name] = Answer(name=name, line=statement.line, kind="blank")
 
     pid, read_fd = fork_child(
-        lambda write_fd, output: _execute(write_fd, reference, the_plan, filename, targets, output, scope, given)
+        lambda write_fd, output: _execute(write_fd, reference, the_plan, filename, targets, output, scope, given,
+                                           options or Options())
     )
     current_line, finished = None, False
     try:
@@ -411,6 +457,10 @@ def run_submission(
                         run.answers[name] = Answer(
                             name=name, line=header.get("line"), kind="error", message=str(header.get("message"))
                         )
+            elif kind == "probe" and header.get("name") in the_plan.final and header.get("kind") == "tensor":
+                run.probes[header["name"]] = decode_tensor(header, payload)
+            elif kind == "mutated" and header.get("name") in the_plan.final:
+                run.mutated.setdefault(header["name"], header.get("line"))
             elif kind == "note":
                 run.notes.append(f"line {header.get('line')}: {header.get('message')}")
             elif kind == "stop":

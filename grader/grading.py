@@ -6,14 +6,19 @@ This is the keyword-only API that the CLI, the tests and notebooks call.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, replace
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 
-from grader.compare import FileResult, Status, TensorResult, compare
+import torch
+
+from grader import diagnose
+from grader.compare import FileResult, Settings, Status, TensorResult, compare
 from grader.exercises import BY_ID, EXERCISES, Exercise, recognise
-from grader.execution import DEFAULT_TIMEOUT, SubmissionError, assigned_names, read_source, run_submission
-from grader.network import LECTURE_LITERALS, Reference, reference
-from grader.policy import violation
+from grader.execution import (
+    DEFAULT_TIMEOUT, Options, SubmissionError, assigned_names, plan, read_source, run_submission,
+)
+from grader.network import Reference, reference
 
 
 def first_reference(exercise: Exercise) -> Reference:
@@ -47,67 +52,19 @@ def _file_error(exercise: Exercise, ref: Reference, filename: str, message: str)
     return FileResult(file=filename, exercise=exercise.id, results=results, error=message, points=exercise.points)
 
 
-def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, timeout: float):
+def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, timeout: float,
+           settings: Settings, options: Options | None = None):
     """Run a source against one reference and compare every target: (results, run)."""
     run = run_submission(
         source=source, filename=filename, reference=ref, targets=exercise.targets, timeout=timeout,
-        scope=exercise.scope, given=exercise.given,
+        scope=exercise.scope, given=exercise.given, options=options,
     )
     results = tuple(
-        compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t), n=ref.sizes["n"])
+        compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t),
+                settings=settings, n=ref.sizes["n"])
         for t in exercise.targets
     )
-    return _apply_policy(results, run.plan, exercise), run
-
-
-def _apply_policy(results: tuple[TensorResult, ...], the_plan, exercise: Exercise) -> tuple[TensorResult, ...]:
-    """Fail every gradient whose line uses autograd or a shortcut. A statement that assigns no
-    gradient (a stray `loss.backward()`) taints every gradient finished after it."""
-    flagged = {}
-    for statement in the_plan.statements:
-        found = violation(statement.node, exercise.allowed)
-        if found is None:
-            continue
-        names = statement.assigns or {t for t, i in the_plan.final.items() if i >= statement.index}
-        for name in names:
-            flagged.setdefault(name, found)
-    return tuple(
-        replace(r, status=Status.FAIL, hint=flagged[r.name].hint(), policy=flagged[r.name].policy)
-        if r.name in flagged else r
-        for r in results
-    )
-
-
-def _hardcoded_hint(result: TensorResult, other: TensorResult, config, run) -> str:
-    """Why a line right at the lecture's sizes fails at others: name the literal if we can see it."""
-    base = f"right at the lecture's sizes but not at other sizes ({config.describe()}): a size is hard-coded"
-    statement = run.plan.statements[run.plan.final[result.name]] if run.plan and result.name in run.plan.final else None
-    literals = sorted({
-        int(node.value) for node in ast.walk(statement.node) if statement is not None
-        and isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
-        and float(node.value).is_integer() and int(node.value) in LECTURE_LITERALS
-    }) if statement is not None else []
-    if literals:
-        uses = "; ".join(f"line {statement.line} uses {value}; use `{LECTURE_LITERALS[value]}`" for value in literals)
-        return f"{base}: {uses}"
-    return f"{base}. There: {other.hint}" if other.hint else base
-
-
-def _combine_configs(per_config) -> tuple[TensorResult, ...]:
-    """A line passes only if it passes in every configuration; the lecture's result is shown."""
-    _, first, _ = per_config[0]
-    combined = []
-    for i, primary in enumerate(first):
-        result = primary
-        if primary.status.passed:
-            for config, results, run in per_config[1:]:
-                if not results[i].status.passed:
-                    result = replace(primary, status=Status.FAIL, policy=results[i].policy,
-                                     hint=results[i].hint if results[i].policy else
-                                     _hardcoded_hint(primary, results[i], config, run))
-                    break
-        combined.append(result)
-    return tuple(combined)
+    return diagnose.apply_policy(results, run.plan, exercise.allowed), run
 
 
 def _worst(per_step: list[TensorResult]) -> TensorResult:
@@ -120,37 +77,56 @@ def _worst(per_step: list[TensorResult]) -> TensorResult:
     return max(per_step, key=lambda r: (r.status is Status.APPROX, r.maxdiff or 0.0))
 
 
-def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: float = DEFAULT_TIMEOUT) -> FileResult:
+def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: float = DEFAULT_TIMEOUT,
+                 settings: Settings = Settings()) -> FileResult:
     """Grade Python source against an exercise; never raises for anything the student wrote."""
     ref = first_reference(exercise)
     try:
-        ast.parse(source, filename=filename)
+        the_plan = plan(source, filename, exercise.targets)
     except SyntaxError as exc:
         return _file_error(exercise, ref, filename, f"syntax error at line {exc.lineno}: {exc.msg}")
     if exercise.kind == "training":
-        return _grade_training(source=source, filename=filename, exercise=exercise, timeout=timeout)
+        return _grade_training(source=source, filename=filename, exercise=exercise, timeout=timeout,
+                               settings=settings)
+    judge = functools.partial(_judge, exercise, source=source, filename=filename, timeout=timeout, settings=settings)
+
+    # Line by line at every configuration; the lecture's run also probes with random upstream gradients.
+    probes = diagnose.probe_inputs(exercise, ref, the_plan)
     per_config = []
     for config in exercise.configs:
-        results, run = _judge(exercise, reference(config), source=source, filename=filename, timeout=timeout)
+        options = Options(probes=probes) if config == exercise.configs[0] else None
+        results, run = judge(reference(config), options=options)
         per_config.append((config, results, run))
         if run.error:
             break
     run = per_config[0][2]
     error = next((r.error for _, _, r in per_config if r.error), None)
+    results = diagnose.combine_configs(per_config)
+    results = diagnose.apply_probes(results, exercise, ref, run, probes)
+    results = diagnose.apply_branch_hints(results, exercise, ref, run, probes)
+    results = diagnose.apply_mutations(results, run)
+    if error is None:
+        chained, _ = judge(ref, options=Options(inject=False))
+        results = diagnose.apply_chained(results, chained)
+        if any(r.status is Status.APPROX or (r.status is Status.FAIL and r.maxdiff is not None) for r in results):
+            ref64 = reference(exercise.configs[0], torch.float64)
+            _, run64 = judge(ref64, options=Options(float64=True))
+            results = diagnose.rounding_hints(results, exercise, ref64, run64, settings)
     return FileResult(
-        file=filename, exercise=exercise.id, results=_combine_configs(per_config), error=error,
+        file=filename, exercise=exercise.id, results=results, error=error,
         points=exercise.points, output=run.output, notes=tuple(run.notes),
     )
 
 
-def _grade_training(*, source: str, filename: str, exercise: Exercise, timeout: float) -> FileResult:
+def _grade_training(*, source: str, filename: str, exercise: Exercise, timeout: float,
+                    settings: Settings) -> FileResult:
     """Exercise 4: the gradients at a few steps of autograd's trajectory, then a training run."""
     from grader.training import TrainingComparison, autograd_run, compare_training
 
     references, _ = autograd_run(exercise.configs[0])
     per_step, runs = [], []
     for ref in references:
-        results, run = _judge(exercise, ref, source=source, filename=filename, timeout=timeout)
+        results, run = _judge(exercise, ref, source=source, filename=filename, timeout=timeout, settings=settings)
         per_step.append(results)
         runs.append(run)
         if run.error:

@@ -308,8 +308,10 @@ def backward_pass(config: Config, vocab: Vocabulary, params: dict[str, torch.Ten
 
 
 @functools.lru_cache(maxsize=8)
-def reference(config: Config = LECTURE) -> Reference:
-    """The lecture's chunked forward and backward pass on the first batch of a configuration."""
+def reference(config: Config = LECTURE, dtype: torch.dtype = torch.float32) -> Reference:
+    """The lecture's chunked forward and backward pass on the first batch of a configuration
+    (in float64 to tell a rounding difference from a wrong formula)."""
     vocab, params, Xb, Yb = sample_batch(config)
+    params = {name: p.to(dtype) for name, p in params.items()}
     return backward_pass(config, vocab, params, Xb, Yb)
 

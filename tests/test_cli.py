@@ -40,11 +40,14 @@ def test_json_follows_the_schema():
     assert data["exercise"] == "ex1" and data["score"] == 26.0 and data["max_score"] == 26.0
     assert data["error"] is None
     first = data["results"][0]
-    assert first == {
+    spec_fields = {key: first[key] for key in
+                   ("name", "tensor", "status", "maxdiff", "expected_shape", "got_shape", "line", "hint")}
+    assert spec_fields == {
         "name": "dlogprobs", "tensor": "logprobs", "status": "exact", "maxdiff": 0.0,
         "expected_shape": [32, 27], "got_shape": [32, 27], "line": first["line"], "hint": None,
-        "policy": None,
     }
+    assert first["policy"] is None and first["chained"] == "exact"
+    assert {r["probe"] for r in data["results"][1:]} == {"pass"}  # every line that reads upstream is probed
 
 
 def test_several_files_give_a_json_list_and_exit_1_if_any_fails():

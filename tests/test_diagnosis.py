@@ -115,3 +115,93 @@ def test_an_odd_factor_is_given_as_a_number(solution):
 def test_zero_where_the_reference_is_not(solution):
     result = by_name(grade_text(replace_line(solution, "dW1 =", "dW1 = torch.zeros_like(W1)")))["dW1"]
     assert "all zeros" in result.hint
+
+
+# --- chained verdicts ---
+
+
+def test_one_wrong_upstream_line_leaves_the_rest_passing_and_the_chain_names_it(solution):
+    result = grade_text(replace_line(solution, "dlogprobs =", "dlogprobs = -1.0/n * F.one_hot(Yb, num_classes=vocab_size).float() * 2"))
+    got = by_name(result)
+    assert failing(result) == ["dlogprobs"]
+    assert sum(r.status.passed for r in result.results) == 25
+    assert got["dprobs"].chained == "fail"
+    assert "your chain breaks earlier, at `dlogprobs`" in got["dprobs"].hint
+    assert all(r.chained in ("exact", "approx") for r in grade_text(solution).results)
+
+
+# --- the random-upstream probe ---
+
+
+@pytest.mark.parametrize("name, line", [
+    ("dlogit_maxes", "dlogit_maxes = dnorm_logits.sum(1, keepdim=True)"),  # sign flipped: still ~0
+    ("db1", "db1 = 2 * dhprebn.sum(0)"),
+])
+def test_a_wrong_formula_for_a_gradient_that_is_zero_in_truth_fails_the_probe(solution, name, line):
+    result = by_name(grade_text(replace_line(solution, f"{name} =", line)))[name]
+    assert result.status is Status.FAIL and result.probe == "fail"
+    assert "right here only because the true gradient is zero" in result.hint
+
+
+def test_the_probe_is_skipped_for_a_correct_inlined_shortcut(solution):
+    # dhprebn straight from dbnraw and dbndiff2 inlines a path: not probed, and still passes.
+    source = replace_line(solution, "dhprebn =", "dhprebn = dbndiff + 1.0/n * (torch.ones_like(hprebn) * (-(bnvar_inv * dbnraw + (2*bndiff) * dbndiff2)).sum(0, keepdim=True))")
+    result = by_name(grade_text(source))["dhprebn"]
+    assert result.status.passed and result.probe is None
+
+
+# --- missing branches ---
+
+
+@pytest.mark.parametrize("name, line, kept, missing", [
+    ("dbndiff", "dbndiff = bnvar_inv * dbnraw", "bnraw", "bndiff2"),
+    ("dcounts", "dcounts = counts_sum_inv * dprobs", "probs", "counts_sum"),
+    ("dlogits", "dlogits = dnorm_logits.clone()", "norm_logits", "logit_maxes"),
+    ("dhprebn", "dhprebn = dbndiff.clone()", "bndiff", "bnmeani"),
+])
+def test_a_missing_branch_is_named(solution, name, line, kept, missing):
+    result = by_name(grade_text(replace_line(solution, f"{name} =", line)))[name]
+    assert result.status is Status.FAIL
+    assert f"has the path through `{kept}` but not the one through `{missing}`" in result.hint
+
+
+# --- aliases, few entries, rounding, the shape gate setting ---
+
+
+def test_an_answer_changed_in_place_through_an_alias_is_graded_as_answered_and_warned(solution):
+    source = replace_line(
+        solution, "dlogits =",
+        "dlogits = dnorm_logits\ndlogits += F.one_hot(logits.max(1).indices, num_classes=vocab_size) * dlogit_maxes",
+    )
+    result = by_name(grade_text(source))
+    assert result["dnorm_logits"].status is Status.EXACT
+    assert "changed `dnorm_logits` in place" in result["dnorm_logits"].warning and ".clone()" in result["dnorm_logits"].warning
+    assert all(r.warning is None for r in grade_text(solution).results)
+
+
+def test_wrong_in_a_few_entries_says_where(solution):
+    source = replace_line(solution, "dprobs =", "dprobs = (1.0 / probs) * dlogprobs\ndprobs[3, :] = 0")
+    result = by_name(grade_text(source))["dprobs"]
+    assert result.status is Status.FAIL and "right except in 1 of 864 entries (row 3" in result.hint
+
+
+def test_a_rounding_only_difference_is_explained(solution):
+    result = by_name(grade_text(replace_line(solution, "dhpreact =", "dhpreact = (1.0 - h**2) * dh")))["dhpreact"]
+    assert result.status is Status.APPROX
+    assert "the maths is right" in result.hint and "fused multiply-add" in result.hint
+    exact = by_name(grade_text(solution))["dhpreact"]
+    assert exact.hint is None
+
+
+def test_the_shape_gate_can_be_relaxed_to_a_warning(solution):
+    from grader.compare import Settings
+    from grader.exercises import EX1
+    from grader.grading import grade_source
+
+    source = replace_line(solution, "dbnmeani =", "dbnmeani = (-dbndiff).sum(0)")
+    relaxed = by_name(grade_source(source=source, filename="ex1.py", exercise=EX1,
+                                   settings=Settings(shape_gate="warn")))["dbnmeani"]
+    assert relaxed.status is Status.APPROX and "shape" in relaxed.warning
+    wrong = replace_line(solution, "dbnmeani =", "dbnmeani = (dbndiff).sum(0)")
+    assert by_name(grade_source(source=wrong, filename="ex1.py", exercise=EX1,
+                                settings=Settings(shape_gate="warn")))["dbnmeani"].status is Status.FAIL

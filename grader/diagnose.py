@@ -1,0 +1,261 @@
+"""Diagnosis beyond one comparison: what needs the reference, the forward graph or several runs.
+
+`compare` judges one answer against one reference. The functions here refine those
+verdicts with what only the whole picture shows:
+
+- policy: a line that used autograd or a library shortcut fails (`grader.policy`);
+- other configurations: a line right only at the lecture's sizes has a size hard-coded;
+- the random-upstream probe: a line re-run on random upstream gradients must match
+  the vector-Jacobian product of its forward operation, so a formula that is right
+  only because the true gradient is zero (`dlogit_maxes`, `db1`) is caught;
+- missing branches: a tensor used twice whose gradient has one path but not the other;
+- the chained run: a line right on its own whose value with the student's own
+  upstream gradients is off names where the chain breaks;
+- aliases: a later line that changed an answered gradient in place;
+- rounding: a near miss whose float64 re-run is right is only floating-point rounding.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import hashlib
+from dataclasses import replace
+
+import torch
+
+from grader.compare import Settings, Status, TensorResult, compare
+from grader.execution import Plan, Run
+from grader.graph import consumers, contribution
+from grader.network import LECTURE_LITERALS, Reference
+from grader.policy import violation
+
+ZERO_IN_TRUTH = 1e-6  # a reference gradient this small everywhere is rounding noise around zero
+
+
+def apply_policy(results: tuple[TensorResult, ...], the_plan: Plan, allowed: tuple[str, ...]) -> tuple[TensorResult, ...]:
+    """Fail every gradient whose line uses autograd or a shortcut. A statement that assigns no
+    gradient (a stray `loss.backward()`) taints every gradient finished after it."""
+    flagged = {}
+    for statement in the_plan.statements:
+        found = violation(statement.node, allowed)
+        if found is None:
+            continue
+        names = statement.assigns or {t for t, i in the_plan.final.items() if i >= statement.index}
+        for name in names:
+            flagged.setdefault(name, found)
+    return tuple(
+        replace(r, status=Status.FAIL, hint=flagged[r.name].hint(), policy=flagged[r.name].policy)
+        if r.name in flagged else r
+        for r in results
+    )
+
+
+def hardcoded_hint(result: TensorResult, other: TensorResult, config, run: Run) -> str:
+    """Why a line right at the lecture's sizes fails at others: name the literal if we can see it."""
+    base = f"right at the lecture's sizes but not at other sizes ({config.describe()}): a size is hard-coded"
+    statement = run.plan.statements[run.plan.final[result.name]] if run.plan and result.name in run.plan.final else None
+    literals = sorted({
+        int(node.value) for node in ast.walk(statement.node)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+        and float(node.value).is_integer() and int(node.value) in LECTURE_LITERALS
+    }) if statement is not None else []
+    if literals:
+        uses = "; ".join(f"line {statement.line} uses {value}; use `{LECTURE_LITERALS[value]}`" for value in literals)
+        return f"{base}: {uses}"
+    return f"{base}. There: {other.hint}" if other.hint else base
+
+
+def combine_configs(per_config) -> tuple[TensorResult, ...]:
+    """A line passes only if it passes in every configuration; the lecture's result is shown."""
+    _, first, _ = per_config[0]
+    combined = []
+    for i, primary in enumerate(first):
+        result = primary
+        if primary.status.passed:
+            for config, results, run in per_config[1:]:
+                if not results[i].status.passed:
+                    result = replace(primary, status=Status.FAIL, policy=results[i].policy,
+                                     hint=results[i].hint if results[i].policy else
+                                     hardcoded_hint(primary, results[i], config, run))
+                    break
+        combined.append(result)
+    return tuple(combined)
+
+
+# --- the random-upstream probe ---
+
+
+def _seeded_randn(shape, name: str) -> torch.Tensor:
+    seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def probe_inputs(exercise, ref: Reference, the_plan: Plan) -> dict[str, dict[str, torch.Tensor]]:
+    """For each target whose line can be probed, random values for the upstream gradients it reads.
+
+    A line is probed when one statement alone answers it, reads only the forward tensors, the
+    sizes and the gradients of its tensor's direct consumers (a student who inlined a path, or
+    built the answer from a helper, is not probed), and every consumer has a gradient name.
+    """
+    gradient_names = {"d" + name for name in ref.gradients}
+    in_scope = set(ref.tensors if exercise.scope is None else exercise.scope) | set(ref.sizes) | {"torch", "F"}
+    probes = {}
+    for target in exercise.targets:
+        index = the_plan.final.get(target)
+        if index is None or the_plan.statements[index].blank:
+            continue
+        if sum(target in st.assigns for st in the_plan.statements) != 1:
+            continue
+        node = the_plan.statements[index].node
+        reads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        upstream = {"d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(target))}
+        if not upstream or not upstream <= gradient_names or target in reads:
+            continue
+        read_gradients = reads & gradient_names
+        others = reads - gradient_names - in_scope - set(dir(builtins))
+        if not read_gradients or not read_gradients <= upstream or others:
+            continue
+        probes[target] = {
+            name: _seeded_randn(ref.gradients[name[1:]].shape, f"{target}:{name}") for name in sorted(upstream)
+        }
+    return probes
+
+
+def _probe_matches(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Whether a probe's value matches the true one (the shape is judged elsewhere)."""
+    if got.numel() != expected.numel() or not got.is_floating_point():
+        return False
+    return torch.allclose(got.reshape(expected.shape).to(expected.dtype), expected, rtol=1e-4,
+                          atol=1e-5 * max(expected.abs().max().item(), 1e-12))
+
+
+def probe_expected(exercise, ref: Reference, target: str, upstream: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The true gradient of `target` for the given upstream gradients: the sum of every consumer's VJP."""
+    tensor = exercise.tensor_of(target)
+    values = {**ref.tensors, **ref.sizes}
+    total = None
+    for line in consumers(exercise.forward, tensor):
+        part = contribution(line, tensor, upstream["d" + line.target], values)
+        total = part if total is None else total + part
+    return total
+
+
+def apply_probes(results, exercise, ref: Reference, run: Run, probes) -> tuple[TensorResult, ...]:
+    """A line right on the reference's upstream gradients must also be right on random ones."""
+    out = []
+    for result in results:
+        name = result.name
+        got = run.probes.get(name)
+        if name not in probes or got is None or result.policy or result.status in (Status.BLANK, Status.MISSING, Status.ERROR):
+            out.append(result)
+            continue
+        expected = probe_expected(exercise, ref, name, probes[name])
+        ok = _probe_matches(got, expected)
+        zero = ref.gradients[exercise.tensor_of(name)].abs().max().item() < ZERO_IN_TRUTH
+        if not ok and (result.status.passed or zero):
+            why = ("right here only because the true gradient is zero" if zero
+                   else "right for these upstream gradients only")
+            result = replace(result, status=Status.FAIL, probe="fail", hint=(
+                f"{why}: with other upstream values your formula gives the wrong answer, so the formula is wrong"))
+        elif ok and zero and result.status is Status.FAIL and (result.maxdiff or 1.0) < ZERO_IN_TRUTH:
+            # Rounding noise around a true zero: the formula is right (the probe says so).
+            result = replace(result, status=Status.APPROX, probe="pass", hint=(
+                "the true gradient is zero and yours is rounding noise around it; the formula is right "
+                "(checked on random upstream gradients)"))
+        else:
+            result = replace(result, probe="pass" if ok else "fail")
+        out.append(result)
+    return tuple(out)
+
+
+# --- missing branches ---
+
+
+def branch_hint(exercise, ref: Reference, name: str, got: torch.Tensor,
+                upstream: dict[str, torch.Tensor] | None = None) -> str | None:
+    """For a tensor used by more than one line: is the answer the gradient minus one path?
+
+    With `upstream` (the probe's random upstream gradients) and `got` the probe's value, the
+    paths are told apart even where one is tiny in truth (the path through `logit_maxes`)."""
+    tensor = exercise.tensor_of(name)
+    users = consumers(exercise.forward, tensor)
+    if len(users) < 2 or got.shape != ref.gradients[tensor].shape:
+        return None
+    upstream = upstream or {"d" + u.target: ref.gradients[u.target] for u in users}
+    expected = probe_expected(exercise, ref, name, upstream)
+    values = {**ref.tensors, **ref.sizes}
+    for missing in users:
+        part = contribution(missing, tensor, upstream["d" + missing.target], values)
+        if part.abs().max() > 1e-7 and _probe_matches(got, expected - part):
+            kept = [u.target for u in users if u is not missing]
+            have = " and ".join(f"`{k}`" for k in kept)
+            return (f"your `{name}` has the path through {have} but not the one through `{missing.target}`: "
+                    f"`{tensor}` is used in both, so its gradient is the sum of both paths")
+    return None
+
+
+def apply_branch_hints(results, exercise, ref: Reference, run: Run, probes) -> tuple[TensorResult, ...]:
+    out = []
+    for result in results:
+        answer = run.answers.get(result.name)
+        if result.status is Status.FAIL and not result.policy and answer is not None and answer.value is not None:
+            if result.name in run.probes and result.name in probes:
+                hint = branch_hint(exercise, ref, result.name, run.probes[result.name], probes[result.name])
+            else:
+                hint = branch_hint(exercise, ref, result.name, answer.value)
+            if hint:
+                result = replace(result, hint=hint)
+        out.append(result)
+    return tuple(out)
+
+
+# --- the chained run, aliases and rounding ---
+
+
+def apply_chained(results, chained: tuple[TensorResult, ...]) -> tuple[TensorResult, ...]:
+    """Report the lecture-style verdict beside each line; say where a broken chain starts."""
+    out = []
+    for i, result in enumerate(results):
+        other = chained[i]
+        result = replace(result, chained=other.status.value)
+        if result.status.passed and not other.status.passed and other.status in (Status.FAIL, Status.ERROR):
+            upstream = next((r.name for r in results[:i] if not r.status.passed and r.status is not Status.BLANK), None)
+            where = f"at `{upstream}`" if upstream else "at a line above that changed a gradient in place"
+            result = replace(result, hint=f"correct on its own; with your own upstream gradients it is off: "
+                                          f"your chain breaks earlier, {where}")
+        out.append(result)
+    return tuple(out)
+
+
+def apply_mutations(results, run: Run) -> tuple[TensorResult, ...]:
+    """Warn when a later line changed an answered gradient in place (graded as it was answered)."""
+    return tuple(
+        replace(r, warning=(
+            f"line {run.mutated[r.name]} changed `{r.name}` in place after it was answered, through an alias "
+            f"(e.g. `x = {r.name}` then `x += ...`); graded as answered. Use `.clone()` when you copy a gradient"
+        )) if r.name in run.mutated else r
+        for r in results
+    )
+
+
+def rounding_hints(results, exercise, ref64: Reference, run64: Run, settings: Settings) -> tuple[TensorResult, ...]:
+    """A near miss whose float64 re-run matches the float64 reference is only rounding."""
+    out = []
+    for result in results:
+        answer = run64.answers.get(result.name)
+        near = result.probe != "fail" and result.status is Status.APPROX or result.probe != "fail" and (
+            result.status is Status.FAIL and not result.policy and result.maxdiff is not None
+            and result.got_shape == result.expected_shape and result.maxdiff < 1e-4)
+        if near and answer is not None and answer.value is not None:
+            tight = Settings(rtol=1e-10, atol=1e-13)
+            check = compare(answer, ref64.gradients[exercise.tensor_of(result.name)], exercise.tensor_of(result.name),
+                            settings=tight)
+            if check.status.passed:
+                extra = (" (PyTorch's tanh backward computes 1 - h*h with a fused multiply-add, "
+                         "as torch.addcmul does)") if result.name == "dhpreact" else ""
+                hint = f"the maths is right: in float64 your line matches; the difference is floating-point rounding{extra}"
+                result = replace(result, hint=hint if result.status is Status.APPROX or not result.hint
+                                 else f"{result.hint}. But {hint}")
+        out.append(result)
+    return tuple(out)
