@@ -11,6 +11,12 @@ from grader.execution import DEFAULT_TIMEOUT, SubmissionError
 from grader.network import DataError
 
 
+class BadInput(click.ClickException):
+    """Unusable input: one sentence on stderr and exit status 2 (SPEC)."""
+
+    exit_code = 2
+
+
 class DefaultGroup(click.Group):
     """A group whose default command grades files: `grade FILE` means `grade files FILE`."""
 
@@ -48,7 +54,9 @@ def cli():
               help="With no PATH: the folder whose exercises the overview grades.")
 @click.option("--train", is_flag=True, help="Exercise 4: run the lecture's full optimisation on your gradients.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="With --train: train this many steps.")
-def files_command(paths, as_json, exercise, timeout, directory, train, steps):
+@click.option("--config", "config_path", type=click.Path(), default=None,
+              help="An instructor's TOML settings file: tolerances, the shape gate, allowed functions.")
+def files_command(paths, as_json, exercise, timeout, directory, train, steps, config_path):
     """Grade .py files and print, for every gradient, its verdict and a hint.
     With no PATH, grade every exercise under ./exercises, one line each.
 
@@ -57,18 +65,24 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps):
     from grader.grading import grade_file
     from grader.reports import json_report, text_report
 
+    from grader.compare import Settings, load_settings
+
     if steps is not None and not train:
         raise click.UsageError("--steps goes with --train")
+    try:
+        settings = load_settings(config_path) if config_path else Settings()
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     if not paths:
         if train:
             raise click.UsageError("--train needs the exercise 4 file: grade exercises/ex4_training.py --train")
-        _overview(directory=directory, timeout=timeout, as_json=as_json)
+        _overview(directory=directory, timeout=timeout, as_json=as_json, settings=settings)
     if train:
         _train(paths=paths, steps=steps, exercise=exercise)
     results, problems = [], 0
     for path in paths:
         try:
-            results.append(grade_file(path=path, exercise=exercise, timeout=timeout))
+            results.append(grade_file(path=path, exercise=exercise, timeout=timeout, settings=settings))
         except (SubmissionError, DataError) as exc:
             problems += 1
             click.echo(f"Error: {exc}.", err=True)
@@ -82,7 +96,7 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps):
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 
-def _overview(*, directory: str, timeout: float, as_json: bool) -> None:
+def _overview(*, directory: str, timeout: float, as_json: bool, settings) -> None:
     """`grade` with no PATH: one progress line per exercise, the next thing to do, the total."""
     import json
     from pathlib import Path
@@ -91,10 +105,8 @@ def _overview(*, directory: str, timeout: float, as_json: bool) -> None:
     from grader.reports import overview_report
 
     if not Path(directory).is_dir():
-        raise click.ClickException(
-            f"there is no folder {directory}: run `grade` in the kit's checkout, or pass --dir PATH"
-        )
-    entries = overview(directory=Path(directory), timeout=timeout)
+        raise BadInput(f"there is no folder {directory}: run `grade` in the kit's checkout, or pass --dir PATH")
+    entries = overview(directory=Path(directory), timeout=timeout, settings=settings)
     if as_json:
         click.echo(json.dumps([entry.to_dict() for entry in entries], indent=2))
     else:
@@ -114,7 +126,7 @@ def _train(*, paths, steps, exercise) -> None:
     try:
         source, chosen = load_submission(path=paths[0], exercise=exercise)
     except SubmissionError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(str(exc)) from None
     if chosen.kind != "training":
         raise click.UsageError(f"--train is for exercise 4; {paths[0]} answers {chosen.id}")
     from grader.reports import progress_bar, _duration

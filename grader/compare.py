@@ -25,6 +25,52 @@ class Settings:
     rtol: float = RTOL
     atol: float = ATOL
     shape_gate: str = "fail"  # "fail" | "warn"
+    allow: dict[str, tuple[str, ...]] = field(default_factory=dict)  # exercise id -> functions also allowed
+
+
+def load_settings(path: str) -> Settings:
+    """Settings from an instructor's TOML file; `ValueError` (one sentence) when it is unusable.
+
+        [grading]
+        rtol = 1e-5
+        atol = 1e-8
+        shape_gate = "warn"      # a wrong shape with right values passes, with a warning
+
+        [exercises.ex1]
+        allow = ["softmax"]      # functions a line may use beyond the defaults
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise ValueError("reading a settings file needs Python 3.11 or the tomli package") from None
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ValueError(f"the settings file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"the settings file {path} is not valid TOML: {exc}") from None
+    grading = data.get("grading", {})
+    unknown = set(grading) - {"rtol", "atol", "shape_gate"}
+    if unknown:
+        raise ValueError(f"the settings file {path} has unknown keys in [grading]: {', '.join(sorted(unknown))}")
+    try:
+        rtol, atol = float(grading.get("rtol", RTOL)), float(grading.get("atol", ATOL))
+    except (TypeError, ValueError):
+        raise ValueError(f"rtol and atol in {path} must be numbers") from None
+    shape_gate = grading.get("shape_gate", "fail")
+    if shape_gate not in ("fail", "warn"):
+        raise ValueError(f"shape_gate in {path} must be \"fail\" or \"warn\", not {shape_gate!r}")
+    allow = {}
+    for exercise, table in data.get("exercises", {}).items():
+        names = table.get("allow", []) if isinstance(table, dict) else None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"[exercises.{exercise}] allow in {path} must be a list of names")
+        allow[exercise] = tuple(names)
+    return Settings(rtol=rtol, atol=atol, shape_gate=shape_gate, allow=allow)
 
 
 class Status(str, Enum):
@@ -56,6 +102,7 @@ class TensorResult:
     chained: str | None = None  # the status with the student's own upstream gradients, as the lecture runs it
     probe: str | None = None  # "pass"/"fail": the line re-run on random upstream gradients
     warning: str | None = None  # said even when the line passes
+    about: str | None = None  # on a failing line: the hint bank's short hint for this gradient
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -64,7 +64,8 @@ def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, ti
                 settings=settings, n=ref.sizes["n"])
         for t in exercise.targets
     )
-    return diagnose.apply_policy(results, run.plan, exercise.allowed), run
+    allowed = exercise.allowed + settings.allow.get(exercise.id, ())
+    return diagnose.apply_policy(results, run.plan, allowed), run
 
 
 def _worst(per_step: list[TensorResult]) -> TensorResult:
@@ -174,10 +175,11 @@ def load_submission(*, path: str | Path, exercise: str | None = None) -> tuple[s
     return source, resolve_exercise(source=source, path=path, exercise=exercise)
 
 
-def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> FileResult:
+def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+               settings: Settings = Settings()) -> FileResult:
     """Grade one `.py` file. Raises `SubmissionError` (one sentence) when it cannot be graded at all."""
     source, chosen = load_submission(path=path, exercise=exercise)
-    return grade_source(source=source, filename=str(path), exercise=chosen, timeout=timeout)
+    return grade_source(source=source, filename=str(path), exercise=chosen, timeout=timeout, settings=settings)
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ class OverviewEntry:
         }
 
 
-def overview(*, directory: Path, timeout: float = DEFAULT_TIMEOUT) -> list[OverviewEntry]:
+def overview(*, directory: Path, timeout: float = DEFAULT_TIMEOUT, settings: Settings = Settings()) -> list[OverviewEntry]:
     """Grade every exercise's file under `directory` (`exercises/` in a checkout)."""
     entries = []
     for exercise in EXERCISES:
@@ -235,5 +237,6 @@ def overview(*, directory: Path, timeout: float = DEFAULT_TIMEOUT) -> list[Overv
             entries.append(OverviewEntry(exercise, path, problem=str(exc)))
             continue
         entries.append(OverviewEntry(exercise, path, grade_source(source=source, filename=str(path),
-                                                                  exercise=exercise, timeout=timeout)))
+                                                                  exercise=exercise, timeout=timeout,
+                                                                  settings=settings)))
     return entries

@@ -26,6 +26,15 @@ def _maxdiff(value: float | None) -> str:
     return f"{value:.1e}"
 
 
+def first_to_fix(result: FileResult):
+    """The row a student should fix first: the first failing or crashing line, else the first blank."""
+    for wanted in ((Status.FAIL, Status.ERROR), (Status.BLANK, Status.MISSING)):
+        rows = [r for r in result.results if r.status in wanted]
+        if rows:
+            return min(rows, key=lambda r: r.line if r.line is not None else float("inf"))
+    return None
+
+
 def summary_line(result: FileResult) -> str:
     """`22/26 passing: 20 exact, 2 approx · 1 fail · 3 blank`."""
     counts = {status: 0 for status in Status}
@@ -56,9 +65,18 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
         out.append(f"  {r.name.ljust(width)}  {status}  {_maxdiff(r.maxdiff):>7}  {line}".rstrip())
         if r.hint and not (result.error and r.hint.startswith("not graded")):
             out.append(f"  {' ' * width}  ↳ {r.hint}")
+        if r.about:
+            out.append(f"  {' ' * width}    {style('about: ' + r.about, dim=True)}")
+        if r.warning:
+            out.append(f"  {' ' * width}  {style('! ' + r.warning, fg='yellow')}")
     if result.training is not None:
         out.append(style(result.training.describe(), fg="green" if result.training.passed else "red"))
     out.append(summary_line(result))
+    start = first_to_fix(result)
+    if start is not None:
+        where = f", line {start.line}" if start.line else ""
+        out.append(f"start with `{start.name}`{where}" + (
+            f" · `grade hint {start.name}` explains it" if start.about else ""))
     if any(r.status is Status.APPROX for r in result.results):
         out.append(
             f"approx passes: within rtol {RTOL:g}, atol {ATOL:g} of autograd; the difference is floating-point rounding."

@@ -205,3 +205,30 @@ def test_the_shape_gate_can_be_relaxed_to_a_warning(solution):
     wrong = replace_line(solution, "dbnmeani =", "dbnmeani = (dbndiff).sum(0)")
     assert by_name(grade_source(source=wrong, filename="ex1.py", exercise=EX1,
                                 settings=Settings(shape_gate="warn")))["dbnmeani"].status is Status.FAIL
+
+
+def test_an_instructor_settings_file_relaxes_the_shape_gate_and_allows_functions(tmp_path, solution):
+    path = tmp_path / "ex1_backprop_all.py"
+    path.write_text(replace_line(
+        replace_line(solution, "dbnmeani =", "dbnmeani = (-dbndiff).sum(0)"),
+        "dlogits =", "dlogits = (F.softmax(logits, 1) - F.one_hot(Yb, vocab_size)) / n",
+    ))
+    strict = json.loads(CliRunner().invoke(cli, [str(path), "--json"]).output)
+    assert {r["name"] for r in strict["results"] if r["status"] == "fail"} == {"dbnmeani", "dlogits"}
+    settings = tmp_path / "grading.toml"
+    settings.write_text('[grading]\nshape_gate = "warn"\n\n[exercises.ex1]\nallow = ["softmax"]\n')
+    relaxed = json.loads(CliRunner().invoke(cli, [str(path), "--json", "--config", str(settings)]).output)
+    assert all(r["status"] in ("exact", "approx") for r in relaxed["results"])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[grading\n", "not valid TOML"),
+    ('[grading]\nshape_gate = "maybe"\n', "must be \"fail\" or \"warn\""),
+    ("[grading]\nrtol = 'x'\n", "must be numbers"),
+    ("[grading]\ntolerance = 1\n", "unknown keys"),
+])
+def test_a_bad_settings_file_is_one_sentence_and_exit_2(tmp_path, text, words):
+    settings = tmp_path / "grading.toml"
+    settings.write_text(text)
+    result = CliRunner().invoke(cli, ["solutions/ex1_backprop_all.py", "--config", str(settings)])
+    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output

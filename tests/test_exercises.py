@@ -125,7 +125,7 @@ def test_overview_exits_0_when_everything_passes(tmp_path):
 
 def test_overview_without_an_exercises_folder_says_so(tmp_path):
     result = CliRunner().invoke(cli, ["--dir", str(tmp_path / "nowhere")])
-    assert result.exit_code == 1 and "there is no folder" in result.output
+    assert result.exit_code == 2 and "there is no folder" in result.output
 
 
 def test_train_runs_reports_losses_and_samples_names():
