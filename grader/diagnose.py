@@ -221,9 +221,11 @@ def apply_chained(results, chained: tuple[TensorResult, ...]) -> tuple[TensorRes
         result = replace(result, chained=other.status.value)
         if result.status.passed and not other.status.passed and other.status in (Status.FAIL, Status.ERROR):
             upstream = next((r.name for r in results[:i] if not r.status.passed and r.status is not Status.BLANK), None)
-            where = f"at `{upstream}`" if upstream else "at a line above that changed a gradient in place"
-            result = replace(result, hint=f"correct on its own; with your own upstream gradients it is off: "
-                                          f"your chain breaks earlier, {where}")
+            changed = next((r.name for r in results[:i] if r.warning), None)
+            where = f"at `{upstream}`" if upstream else f"where `{changed}` was changed in place" if changed else None
+            if where:
+                result = replace(result, hint=f"correct on its own; with your own upstream gradients it is off: "
+                                              f"your chain breaks earlier, {where}")
         out.append(result)
     return tuple(out)
 
@@ -255,7 +257,9 @@ def rounding_hints(results, exercise, ref64: Reference, run64: Run, settings: Se
                 extra = (" (PyTorch's tanh backward computes 1 - h*h with a fused multiply-add, "
                          "as torch.addcmul does)") if result.name == "dhpreact" else ""
                 hint = f"the maths is right: in float64 your line matches; the difference is floating-point rounding{extra}"
-                result = replace(result, hint=hint if result.status is Status.APPROX or not result.hint
-                                 else f"{result.hint}. But {hint}")
+                if result.status is Status.APPROX and result.hint is None:
+                    result = replace(result, hint=hint)
+                elif result.status is Status.FAIL:
+                    result = replace(result, hint=f"{result.hint}. But {hint}" if result.hint else hint)
         out.append(result)
     return tuple(out)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.network import LECTURE, OTHER, TRAINING, Config, forward, forward_fused
+from grader.network import LECTURE, OTHER, SMALL, TRAINING, Config, forward, forward_fused
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ class Exercise:
     scope: tuple[str, ...] | None = None  # tensors in scope; None: all of the forward pass's
     given: tuple[str, ...] = ()  # reference gradients in scope from the start, e.g. dhpreact
     blanks: tuple[str, ...] | None = None  # names blanked in the stub; None: the targets
-    configs: tuple[Config, ...] = (LECTURE, OTHER)  # a line passes only if it passes in each
+    configs: tuple[Config, ...] = (LECTURE, OTHER, SMALL)  # a line passes only if it passes in each
     points: float = 1.0  # per target (and for the training run)
     allowed: tuple[str, ...] = field(default_factory=tuple)  # extra names a line may use
     scope_note: str = ""  # shown in the stub after the forward pass

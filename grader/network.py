@@ -66,6 +66,7 @@ LECTURE = Config()
 TRAINING = Config(name="training", n_hidden=200)  # the lecture's training loop (exercise 4)
 # Every size a student might hard-code is different here, and so are the alphabet and the seed.
 OTHER = Config(name="other sizes", seed=1337, block_size=4, n_embd=7, n_hidden=48, batch_size=13, drop_letters="qxz")
+SMALL = Config(name="small", seed=7, block_size=2, n_embd=5, n_hidden=20, batch_size=7, drop_letters="jkvwy")
 # The lecture's sizes, and a hint for each when a line holds it as a literal.
 LECTURE_LITERALS = {32: "n", 31: "n-1", 27: "vocab_size", 64: "n_hidden", 30: "n_embd * block_size",
                     10: "n_embd", 3: "block_size"}

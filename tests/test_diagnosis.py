@@ -232,3 +232,19 @@ def test_a_bad_settings_file_is_one_sentence_and_exit_2(tmp_path, text, words):
     settings.write_text(text)
     result = CliRunner().invoke(cli, ["solutions/ex1_backprop_all.py", "--config", str(settings)])
     assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+
+
+def test_rounding_noise_around_a_true_zero_passes_when_the_probe_confirms_the_formula(solution):
+    from grader.compare import Settings
+    from grader.exercises import EX1
+    from grader.grading import grade_source
+
+    # Summing in another order changes only the rounding noise of a gradient that is zero in truth;
+    # an atol tighter than that noise would fail a right formula without the probe.
+    source = replace_line(solution, "db1 =", "db1 = dhprebn.flip(0).sum(0)")
+    strict = Settings(atol=1e-13)
+    result = by_name(grade_source(source=source, filename="ex1.py", exercise=EX1, settings=strict))["db1"]
+    assert result.status is Status.APPROX and result.probe == "pass" and "rounding noise" in result.hint
+    wrong = replace_line(solution, "db1 =", "db1 = -dhprebn.flip(0).sum(0)")
+    result = by_name(grade_source(source=wrong, filename="ex1.py", exercise=EX1, settings=strict))["db1"]
+    assert result.status is Status.FAIL
