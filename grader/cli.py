@@ -96,6 +96,23 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 
+@cli.command(name="hint")
+@click.argument("name")
+def hint_command(name):
+    """Explain one gradient at length: the forward line, the local derivative, the usual mistakes.
+
+    Example: grade hint dbnvar
+    """
+    from grader.exercises import EXERCISES
+    from grader.hints import HINTS, hint_for
+
+    hint = hint_for(name if name.startswith("d") else "d" + name)
+    if hint is None:
+        names = sorted({t for exercise in EXERCISES for t in exercise.targets})
+        raise BadInput(f"there is no hint for {name!r}; ask for one of {', '.join(names)}")
+    click.echo(f"{name}: {hint.short}\n\n{click.wrap_text(hint.long, width=88, preserve_paragraphs=True)}")
+
+
 def _overview(*, directory: str, timeout: float, as_json: bool, settings) -> None:
     """`grade` with no PATH: one progress line per exercise, the next thing to do, the total."""
     import json

@@ -216,11 +216,13 @@ def apply_branch_hints(results, exercise, ref: Reference, run: Run, probes) -> t
 def apply_chained(results, chained: tuple[TensorResult, ...]) -> tuple[TensorResult, ...]:
     """Report the lecture-style verdict beside each line; say where a broken chain starts."""
     out = []
+    broken = {r.name for r in chained if r.status in (Status.FAIL, Status.ERROR)}
     for i, result in enumerate(results):
         other = chained[i]
         result = replace(result, chained=other.status.value)
-        if result.status.passed and not other.status.passed and other.status in (Status.FAIL, Status.ERROR):
-            upstream = next((r.name for r in results[:i] if not r.status.passed and r.status is not Status.BLANK), None)
+        if result.status.passed and other.name in broken:
+            # The earliest line whose chained value is off: past it, every line sees wrong inputs.
+            upstream = next((r.name for r in results[:i] if r.name in broken), None)
             changed = next((r.name for r in results[:i] if r.warning), None)
             where = f"at `{upstream}`" if upstream else f"where `{changed}` was changed in place" if changed else None
             if where:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ast
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -114,9 +114,20 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
             _, run64 = judge(ref64, options=Options(float64=True))
             results = diagnose.rounding_hints(results, exercise, ref64, run64, settings)
     return FileResult(
-        file=filename, exercise=exercise.id, results=results, error=error,
+        file=filename, exercise=exercise.id, results=with_bank_hints(results), error=error,
         points=exercise.points, output=run.output, notes=tuple(run.notes),
     )
+
+
+def with_bank_hints(results: tuple[TensorResult, ...]) -> tuple[TensorResult, ...]:
+    """Add the hint bank's short hint to every failing or crashing line."""
+    from grader.hints import hint_for
+
+    out = []
+    for r in results:
+        bank = hint_for(r.name) if r.status in (Status.FAIL, Status.ERROR) else None
+        out.append(replace(r, about=bank.short) if bank else r)
+    return tuple(out)
 
 
 def _grade_training(*, source: str, filename: str, exercise: Exercise, timeout: float,
@@ -144,7 +155,7 @@ def _grade_training(*, source: str, filename: str, exercise: Exercise, timeout: 
             timeout=max(60.0, timeout),
         )
     return FileResult(
-        file=filename, exercise=exercise.id, results=results, error=error, points=exercise.points,
+        file=filename, exercise=exercise.id, results=with_bank_hints(results), error=error, points=exercise.points,
         output=runs[0].output, notes=tuple(runs[0].notes), training=training,
     )
 

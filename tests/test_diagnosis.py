@@ -248,3 +248,46 @@ def test_rounding_noise_around_a_true_zero_passes_when_the_probe_confirms_the_fo
     wrong = replace_line(solution, "db1 =", "db1 = -dhprebn.flip(0).sum(0)")
     result = by_name(grade_source(source=wrong, filename="ex1.py", exercise=EX1, settings=strict))["db1"]
     assert result.status is Status.FAIL
+
+
+# --- the hint bank ---
+
+
+def test_every_target_has_a_hint_that_never_prints_the_answer():
+    import ast as pyast
+
+    from grader.exercises import EXERCISES
+    from grader.hints import HINTS
+
+    targets = {t for exercise in EXERCISES for t in exercise.targets}
+    assert targets <= set(HINTS)
+    answers = {}
+    for exercise in EXERCISES:
+        for node in pyast.parse(exercise.solution_path.read_text()).body:
+            if isinstance(node, pyast.Assign) and isinstance(node.targets[0], pyast.Name):
+                answers[node.targets[0].id] = pyast.unparse(node.value).replace(" ", "")
+    for name, hint in HINTS.items():
+        for text in (hint.short, hint.long):
+            squeezed = text.replace(" ", "")
+            assert not any(answer in squeezed for answer in answers.values() if len(answer) > 12), name
+
+
+def test_a_failing_line_shows_the_bank_hint_and_a_passing_one_does_not(solution):
+    result = by_name(grade_text(replace_line(solution, "dbnvar =", "dbnvar = (-1.0*(bnvar + 1e-5)**-1.5) * dbnvar_inv")))
+    assert "power rule" in result["dbnvar"].about
+    assert result["dbnvar_inv"].about is None
+
+
+def test_grade_hint_explains_a_gradient_and_refuses_unknown_names():
+    result = CliRunner().invoke(cli, ["hint", "dbnvar"])
+    assert result.exit_code == 0 and "Bessel" not in result.output.split("\n")[0] and "power rule" in result.output
+    unknown = CliRunner().invoke(cli, ["hint", "dfoo"])
+    assert unknown.exit_code == 2 and "no hint for 'dfoo'" in unknown.output
+
+
+def test_the_table_says_where_to_start(tmp_path, solution):
+    path = tmp_path / "ex1_backprop_all.py"
+    path.write_text(replace_line(solution, "dbnvar =", "dbnvar = (-1.0*(bnvar + 1e-5)**-1.5) * dbnvar_inv"))
+    output = CliRunner().invoke(cli, [str(path)]).output
+    assert "start with `dbnvar`, line 36 · `grade hint dbnvar` explains it" in output
+    assert "about: " in output
