@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import dataclasses
 import faulthandler
 import io
 import json
@@ -26,6 +27,7 @@ import select
 import signal
 import struct
 import sys
+import threading
 import time
 import traceback
 import weakref
@@ -34,7 +36,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from grader.network import Reference
+from grader.network import Config, Reference, reference
+from grader.sandbox import limit_resources
 
 DEFAULT_TIMEOUT = 5.0
 MAX_OUTPUT = 4000  # characters of the student's printed output kept
@@ -252,12 +255,13 @@ def _student_error(exc: BaseException, filename: str, fallback_line: int) -> tup
     return line, message[:300]
 
 
-def fork_child(body) -> tuple[int, int]:
+def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = None) -> tuple[int, int]:
     """Fork a process that runs `body(write_fd, output)` on student code and never returns.
 
-    In the child: its own process group (a timeout kills all it started), printed
-    output captured up to a limit (file descriptors 1 and 2 go nowhere), no stdin,
-    one thread and autograd off. Returns the child's pid and the pipe to read from.
+    In the child: its own process group (a timeout kills all it started), no file
+    descriptor but the result pipe, resource limits (`sandbox.limit_resources`),
+    printed output captured up to a limit (descriptors 1 and 2 go nowhere), no
+    stdin, one thread and autograd off. Returns the child's pid and the pipe to read.
     """
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -269,6 +273,11 @@ def fork_child(body) -> tuple[int, int]:
     try:
         os.close(read_fd)
         os.setsid()
+        os.closerange(3, write_fd)  # nothing of the grader's (sockets, result files) stays open
+        os.closerange(write_fd + 1, 1 << 16)
+        if workdir:
+            os.chdir(workdir)
+        limit_resources(cpu_seconds)
         faulthandler.disable()  # a crash in student code is reported by the parent, not dumped on its terminal
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
@@ -290,12 +299,12 @@ class Options:
     (chained, as the lecture runs it), and which lines to re-run on random upstream gradients."""
 
     inject: bool = True
-    probes: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # target -> upstream name -> tensor
+    probe: bool = False  # re-run lines on random upstream gradients (`diagnose.probe_inputs`)
     float64: bool = False  # new tensors default to float64, for a float64 reference
 
 
 def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, output, scope, given,
-             options: Options) -> None:
+             options: Options, probes: dict[str, dict[str, torch.Tensor]]) -> None:
     if options.float64:
         torch.set_default_dtype(torch.float64)
     tensors = {name: t for name, t in reference.tensors.items() if scope is None or name in scope}
@@ -352,8 +361,8 @@ def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, 
                 if name in namespace:
                     header, payload = encode_value(namespace[name])
                     send(write_fd, {"t": "answer", "name": name, "line": statement.line, **header}, payload)
-                    if name in options.probes and code is not None:
-                        _probe(write_fd, code, namespace, tensors, name, options.probes[name])
+                    if name in probes and code is not None:
+                        _probe(write_fd, code, namespace, tensors, name, probes[name])
                 else:
                     send(write_fd, {"t": "error", "names": [name], "line": statement.line,
                                      "message": f"NameError: `{name}` was deleted"})
@@ -418,13 +427,72 @@ class Reader:
             yield header, self._take(nbytes)
 
 
+DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def run_job(job: str, args: dict, write_fd: int, output) -> None:
+    """The body of a student process, named so that a worker in a sandbox can run it from a request.
+
+    `execute`: one run of a file against one reference (see `run_submission`);
+    `train`: a training run on the student's gradients (see `grader.training`)."""
+    if job == "execute":
+        from grader.diagnose import probe_inputs
+        from grader.exercises import BY_ID
+
+        exercise = BY_ID[args["exercise"]]
+        config = Config.from_dict(args["config"])
+        if args.get("step") is not None:
+            from grader.training import autograd_run
+
+            ref = autograd_run(config)[0][args["step"]]
+        else:
+            ref = reference(config, DTYPE_NAMES[args["dtype"]])
+        options = Options(**args["options"])
+        the_plan = plan(args["source"], args["filename"], exercise.targets)
+        probes = probe_inputs(exercise, ref, the_plan) if options.probe else {}
+        _execute(write_fd, ref, the_plan, args["filename"], exercise.targets, output, exercise.scope,
+                 exercise.given, options, probes)
+    elif job == "train":
+        from grader.training import train_body
+
+        train_body(write_fd, output, **args)
+    else:
+        raise ValueError(f"unknown job {job!r}")
+
+
+class LocalExecutor:
+    """Runs student processes as children of this process (the single-file `grade`)."""
+
+    def spawn(self, job: str, args: dict, timeout: float | None) -> tuple[object, int]:
+        pid, read_fd = fork_child(lambda write_fd, output: run_job(job, args, write_fd, output),
+                                  cpu_seconds=timeout)
+        return pid, read_fd
+
+    def reap(self, handle) -> None:
+        reap(handle)
+
+
+LOCAL = LocalExecutor()
+_thread = threading.local()
+
+
+def current_executor():
+    """The executor student processes are started with in this thread (batch workers set their own)."""
+    return getattr(_thread, "executor", LOCAL)
+
+
+def use_executor(executor) -> None:
+    _thread.executor = executor
+
+
 def run_submission(
-    *, source: str, filename: str, reference: Reference, targets: tuple[str, ...], timeout: float = DEFAULT_TIMEOUT,
-    scope: tuple[str, ...] | None = None, given: tuple[str, ...] = (), options: Options | None = None,
+    *, source: str, filename: str, exercise, config: Config, dtype: torch.dtype = torch.float32,
+    step: int | None = None, timeout: float = DEFAULT_TIMEOUT, options: Options | None = None,
 ) -> Run:
-    """Execute a student's source against one reference and collect an `Answer` per target.
-    A `SyntaxError` is raised for source that does not parse."""
-    the_plan = plan(source, filename, targets)
+    """Execute a student's source against the reference of one configuration and collect an
+    `Answer` per target. A `SyntaxError` is raised for source that does not parse."""
+    options = options or Options()
+    the_plan = plan(source, filename, exercise.targets)
     run = Run(plan=the_plan)
     for name in the_plan.missing:
         run.answers[name] = Answer(name=name, kind="missing")
@@ -433,10 +501,15 @@ def run_submission(
         if statement.blank:
             run.answers[name] = Answer(name=name, line=statement.line, kind="blank")
 
-    pid, read_fd = fork_child(
-        lambda write_fd, output: _execute(write_fd, reference, the_plan, filename, targets, output, scope, given,
-                                           options or Options())
-    )
+    executor = current_executor()
+    args = dict(exercise=exercise.id, config=config.to_dict(), dtype=str(dtype).removeprefix("torch."), step=step,
+                source=source, filename=filename, options=dataclasses.asdict(options))
+    try:
+        handle, read_fd = executor.spawn("execute", args, timeout)
+    except WorkerDied as exc:
+        run.error = str(exc)
+        _fill_unanswered(run, exercise.targets)
+        return run
     current_line, finished = None, False
     try:
         for header, payload in Reader(read_fd, time.monotonic() + timeout).messages():
@@ -476,16 +549,24 @@ def run_submission(
         run.error = "the student process sent malformed data"
     finally:
         os.close(read_fd)
-        reap(pid)
+        executor.reap(handle)
 
     if not finished and run.error is None:
         where = f" at line {current_line}" if current_line else ""
         run.error = f"the student process ended abruptly{where} (os._exit, a signal or a crash)"
+    _fill_unanswered(run, exercise.targets)
+    return run
+
+
+class WorkerDied(Exception):
+    """A sandboxed grading worker stopped answering; its submission becomes an `error`."""
+
+
+def _fill_unanswered(run: Run, targets) -> None:
     if run.error:
         for name in targets:
             if name not in run.answers:
                 run.answers[name] = Answer(name=name, kind="error", message=f"not graded: {run.error}")
-    return run
 
 
 def reap(pid: int) -> None:

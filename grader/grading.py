@@ -55,10 +55,8 @@ def _file_error(exercise: Exercise, ref: Reference, filename: str, message: str)
 def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, timeout: float,
            settings: Settings, options: Options | None = None):
     """Run a source against one reference and compare every target: (results, run)."""
-    run = run_submission(
-        source=source, filename=filename, reference=ref, targets=exercise.targets, timeout=timeout,
-        scope=exercise.scope, given=exercise.given, options=options,
-    )
+    run = run_submission(source=source, filename=filename, exercise=exercise, config=ref.config,
+                         dtype=ref.tensors["loss"].dtype, step=ref.step, timeout=timeout, options=options)
     results = tuple(
         compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t),
                 settings=settings, n=ref.sizes["n"])
@@ -95,7 +93,7 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
     probes = diagnose.probe_inputs(exercise, ref, the_plan)
     per_config = []
     for config in exercise.configs:
-        options = Options(probes=probes) if config == exercise.configs[0] else None
+        options = Options(probe=True) if config == exercise.configs[0] else None
         results, run = judge(reference(config), options=options)
         per_config.append((config, results, run))
         if run.error:

@@ -53,6 +53,18 @@ class Config:
     drop_letters: str = ""  # words holding any of these letters are left out
     max_words: int | None = None  # keep only the first words of the file
 
+    def to_dict(self) -> dict:
+        """A JSON-ready copy, to send a configuration to a grading worker."""
+        data = dict(self.__dict__)
+        data["words_path"] = str(self.words_path) if self.words_path else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        data = dict(data)
+        data["words_path"] = Path(data["words_path"]) if data.get("words_path") else None
+        return cls(**data)
+
     def describe(self) -> str:
         """One line for reports: the sizes a student might hard-code."""
         extra = f", names without {', '.join(self.drop_letters)}" if self.drop_letters else ""
@@ -261,6 +273,7 @@ class Reference:
     tensors: dict[str, torch.Tensor]  # parameters, batch and every forward tensor, detached
     gradients: dict[str, torch.Tensor]  # tensor name -> its .grad
     sizes: dict[str, int] = field(default_factory=dict)
+    step: int | None = None  # for exercise 4: the step of autograd's training run this state is from
 
     def scope(self, names: tuple[str, ...] | None = None) -> dict[str, object]:
         """Fresh copies of the tensors a student line may read (never the originals), and the sizes."""

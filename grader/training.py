@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from grader.execution import Reader, encode_value, decode_tensor, fork_child, reap, send, _student_error
+from grader.execution import (
+    Reader, WorkerDied, _student_error, current_executor, decode_tensor, encode_value, send,
+)
 from grader.network import (
     LECTURE, TRAINING, Config, Vocabulary, backward_pass, build_dataset, forward_fused, init_parameters, load_words,
     split_words, PARAMETER_NAMES,
@@ -87,6 +89,7 @@ def autograd_run(config: Config = TRAINING, steps: int = SHORT_RUN, checked: int
         Xb, Yb = next_batch(data, g, config.batch_size)
         ref = backward_pass(config, data.vocab, params, Xb, Yb, forward_function=forward_fused)
         if step < checked:
+            ref.step = step
             references.append(ref)
         losses.append(ref.tensors["loss"].item())
         with torch.no_grad():
@@ -106,7 +109,9 @@ class StudentRun:
     params: dict[str, torch.Tensor] = field(default_factory=dict)  # final parameters, when asked for
 
 
-def _train_child(write_fd, output, *, source, filename, config, steps, targets, send_params, report_every):
+def train_body(write_fd, output, *, source, filename, config, steps, targets, send_params, report_every):
+    """The body of the student process of a training run (`config` as `Config.to_dict()`)."""
+    config = Config.from_dict(config)
     data = training_data(config)
     params, g = initial_state(config)
     code = compile(source, filename, "exec")
@@ -156,9 +161,14 @@ def train_student(*, source: str, filename: str, config: Config = TRAINING, step
                   report_every: int = 100, on_progress=None) -> StudentRun:
     """Train `steps` steps on the student's gradients in a child process and collect the losses."""
     run = StudentRun()
-    pid, read_fd = fork_child(lambda fd, output: _train_child(
-        fd, output, source=source, filename=filename, config=config, steps=steps, targets=targets,
-        send_params=send_params, report_every=report_every))
+    executor = current_executor()
+    args = dict(source=source, filename=filename, config=config.to_dict(), steps=steps, targets=list(targets),
+                send_params=send_params, report_every=report_every)
+    try:
+        handle, read_fd = executor.spawn("train", args, timeout)
+    except WorkerDied as exc:
+        run.error = str(exc)
+        return run
     deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
     finished = False
     try:
@@ -183,7 +193,7 @@ def train_student(*, source: str, filename: str, config: Config = TRAINING, step
         run.error = "the student process sent malformed data"
     finally:
         os.close(read_fd)
-        reap(pid)
+        executor.reap(handle)
     if not finished and run.error is None:
         run.error = f"the student process ended abruptly after {len(run.losses)} steps"
     return run
