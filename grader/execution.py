@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from grader.network import Config, Reference, reference
-from grader.sandbox import limit_resources
+from grader.sandbox import drop_privileges, limit_resources
 
 DEFAULT_TIMEOUT = 5.0
 MAX_OUTPUT = 4000  # characters of the student's printed output kept
@@ -255,7 +255,8 @@ def _student_error(exc: BaseException, filename: str, fallback_line: int) -> tup
     return line, message[:300]
 
 
-def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = None) -> tuple[int, int]:
+def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = None,
+               drop_root: bool = False) -> tuple[int, int]:
     """Fork a process that runs `body(write_fd, output)` on student code and never returns.
 
     In the child: its own process group (a timeout kills all it started), no file
@@ -277,6 +278,8 @@ def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = 
         os.closerange(write_fd + 1, 1 << 16)
         if workdir:
             os.chdir(workdir)
+        if drop_root:
+            drop_privileges()
         limit_resources(cpu_seconds)
         faulthandler.disable()  # a crash in student code is reported by the parent, not dumped on its terminal
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -287,9 +290,18 @@ def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = 
         sys.stdin = io.StringIO("")
         torch.set_num_threads(1)
         torch.set_grad_enabled(False)
+    except BaseException as exc:  # noqa: BLE001 - a process that cannot be set up says why, then ends
+        try:
+            send(write_fd, {"t": "stop", "message": f"the student process could not start: {exc!r}"})
+        finally:
+            os._exit(1)
+    try:
         body(write_fd, output)
-    except BaseException:  # noqa: BLE001 - the child must never fall back into the grader
-        pass
+    except BaseException as exc:  # noqa: BLE001 - the child must never fall back into the grader
+        try:
+            send(write_fd, {"t": "stop", "message": f"the grader failed in the student process: {exc!r}"})
+        except BaseException:  # noqa: BLE001
+            pass
     os._exit(0)
 
 
@@ -458,6 +470,24 @@ def run_job(job: str, args: dict, write_fd: int, output) -> None:
         train_body(write_fd, output, **args)
     else:
         raise ValueError(f"unknown job {job!r}")
+
+
+def warm_job(job: str, args: dict) -> None:
+    """Compute, in a long-lived worker, what a job's forked process will read (cached there)."""
+    from grader.exercises import BY_ID
+    from grader.graph import lines_of
+
+    if "exercise" in args:
+        lines_of(BY_ID[args["exercise"]].forward)  # parsed once here, not in every fork
+    config = Config.from_dict(args["config"])
+    if job == "train" or args.get("step") is not None:
+        from grader.training import autograd_run, training_data
+
+        training_data(config)
+        if job == "execute":
+            autograd_run(config)
+    else:
+        reference(config, DTYPE_NAMES[args["dtype"]])
 
 
 class LocalExecutor:

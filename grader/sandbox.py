@@ -33,6 +33,17 @@ MEMORY_HEADROOM = 1 << 30  # address space a student process may add to the warm
 OPEN_FILES = 64
 
 
+NOBODY = 65534
+
+
+def drop_privileges() -> None:
+    """In a sandbox run as root: become `nobody`, so the process limit holds (the kernel never
+    applies it to root) and the process can neither signal nor trace the worker."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
 def limit_resources(cpu_seconds: float | None) -> None:
     """Resource limits for a student process, set in the child right after the fork."""
     size_kb = 0
@@ -97,10 +108,12 @@ def _recv_json(sock: socket.socket, with_fds: bool = False):
 
 def serve(fd: int) -> None:
     """A worker's loop: fork a student process per request, pass its pipe back, reap on request."""
+    import numpy  # noqa: F401 - imported here, once: its thread pool cannot start after the process limit
     import torch
 
     torch.set_num_threads(1)  # before any op: forking stays safe
-    from grader.execution import fork_child, reap, run_job
+    from grader import diagnose, training  # noqa: F401 - imported once here, not in every fork
+    from grader.execution import fork_child, reap, run_job, warm_job
 
     try:
         import ctypes
@@ -109,6 +122,7 @@ def serve(fd: int) -> None:
     except (OSError, AttributeError):
         pass
     sock = socket.socket(fileno=fd)
+    sandboxed = os.environ.get("GRADER_SANDBOX") == "bwrap"
     base = tempfile.mkdtemp(prefix="grade-")
     workdirs: dict[int, str] = {}
     while True:
@@ -119,8 +133,10 @@ def serve(fd: int) -> None:
         if request.get("t") == "spawn":
             workdir = tempfile.mkdtemp(dir=base)
             job, args, timeout = request["job"], request["args"], request.get("timeout")
+            os.chmod(workdir, 0o777)
+            warm_job(job, args)  # references are computed here once, then shared by every fork
             pid, read_fd = fork_child(lambda w, output: run_job(job, args, w, output),
-                                      cpu_seconds=timeout, workdir=workdir)
+                                      cpu_seconds=timeout, workdir=workdir, drop_root=sandboxed and os.getuid() == 0)
             workdirs[pid] = workdir
             _send_json(sock, {"t": "spawned", "pid": pid}, [read_fd])
             os.close(read_fd)
@@ -156,18 +172,36 @@ def _readable_paths() -> list[str]:
         # Installed packages, but never the checkout itself (it may hold submissions or results).
         if entry and os.path.isdir(entry) and not entry.startswith(repo) and entry != os.getcwd():
             paths.add(os.path.realpath(entry))
-    return sorted(p for p in paths if os.path.exists(p))
+    existing = sorted(os.path.realpath(p) for p in paths if os.path.exists(p))
+    # A path inside another one is already visible.
+    return [p for p in existing if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in existing)]
 
 
 def _bwrap_options() -> list[str]:
-    options = []
-    for path in _readable_paths():
+    options, made = [], set()
+    paths = _readable_paths()
+    for link in ("/bin", "/sbin", "/lib", "/lib64", "/lib32"):
+        if os.path.islink(link):  # merged /usr: the loader is found through these links
+            options += ["--symlink", os.readlink(link), link]
+            made.add(link)
+    for path in paths:
+        # Parents bwrap would otherwise create root-only: `nobody` must be able to walk through them.
+        for parent in reversed(Path(path).parents):
+            if str(parent) != "/" and str(parent) not in made and str(parent) not in paths:
+                made.add(str(parent))
+                options += ["--perms", "0755", "--dir", str(parent)]
         options += ["--ro-bind", path, path]
-    return options + [
+    if os.getuid() == 0:
+        # As root, keep only what the worker needs to make each student process `nobody`.
+        privileges = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        privileges = ["--unshare-user", "--cap-drop", "ALL"]
+    return options + privileges + [
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/sandbox", "--chdir", "/sandbox",
-        "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
+        "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--new-session", "--clearenv", "--setenv", "HOME", "/sandbox",
-        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "OMP_NUM_THREADS", "1",
+        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "OPENBLAS_NUM_THREADS", "1",
+        "--setenv", "GRADER_SANDBOX", "bwrap",
     ]
 
 
@@ -186,7 +220,7 @@ class Worker:
         command = [sys.executable, "-c", code]
         if self.bwrap:
             command = [self.bwrap, *_bwrap_options(), *command]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                         start_new_session=True)
