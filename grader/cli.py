@@ -96,6 +96,42 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 
+@cli.command(name="batch")
+@click.argument("submissions", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Folder for results.jsonl, the gradebook and feedback.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Parallel workers (default: the CPU count).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds each run of a submission may take.")
+@click.option("--exercise", metavar="ID", help="Grade only this exercise.")
+@click.option("--sandbox", type=click.Choice(["auto", "bwrap", "none"]), default="auto", show_default=True,
+              help="bubblewrap sandbox for student code (auto: when installed).")
+@click.option("--student-pattern", metavar="REGEX",
+              help="How to read the student from a loose file's name: a regex with (?P<student>...).")
+@click.option("--config", "config_path", type=click.Path(), default=None, help="An instructor's TOML settings file.")
+def batch_command(submissions, out, jobs, timeout, exercise, sandbox, student_pattern, config_path):
+    """Grade a class: a folder per student, a folder of loose files, or a .zip of either.
+
+    Writes OUT/results.jsonl (one line per student and exercise, as each finishes),
+    OUT/gradebook.csv, OUT/feedback/<student>.txt|.json and OUT/summary.json, and
+    prints the class summary. Run the same command again after an interruption:
+    only what is missing is graded.
+
+    Example: grade batch submissions/ --out graded/
+    """
+    from pathlib import Path
+
+    from grader.batch import BatchError, run_batch
+    from grader.compare import Settings, load_settings
+
+    try:
+        settings = load_settings(config_path) if config_path else Settings()
+        run_batch(submissions=Path(submissions), out=Path(out), jobs=jobs, timeout=timeout, exercise=exercise,
+                  sandbox=sandbox, student_pattern=student_pattern, settings=settings,
+                  log=lambda text: click.echo(text), warn=lambda text: click.echo(text, err=True))
+    except (BatchError, ValueError) as exc:
+        raise BadInput(str(exc)) from None
+
+
 @cli.command(name="hint")
 @click.argument("name")
 def hint_command(name):

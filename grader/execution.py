@@ -278,6 +278,12 @@ def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = 
         os.closerange(write_fd + 1, 1 << 16)
         if workdir:
             os.chdir(workdir)
+        try:  # PR_SET_PDEATHSIG: the student process dies with the process that forked it
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
         if drop_root:
             drop_privileges()
         limit_resources(cpu_seconds)
