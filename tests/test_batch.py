@@ -1,0 +1,258 @@
+"""Batch grading: a class of careless or hostile submissions, graded safely, nothing lost."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from grader.batch import discover, load_results, run_batch, safe_cell, student_from_name
+from grader.exercises import EX1, EX2
+from grader.sandbox import bwrap_path
+
+from conftest import SOLUTION, replace_line
+
+HAVE_BWRAP = bwrap_path() is not None
+
+
+def with_line(line: str) -> str:
+    """The solution with `line` run just before `dh` is answered."""
+    return replace_line(SOLUTION, "dh =", f"{line}\ndh = dlogits @ W2.T")
+
+
+def quiet(*_args, **_kwargs):
+    pass
+
+
+def grade_class(folder: Path, out: Path, **options) -> dict:
+    return run_batch(submissions=folder, out=out, log=quiet, progress_stream=open(os.devnull, "w"), **options)
+
+
+def gradebook(out: Path) -> dict[str, dict]:
+    with open(out / "gradebook.csv", newline="") as handle:
+        return {row["student"]: row for row in csv.DictReader(handle)}
+
+
+def feedback(out: Path, student: str) -> list[dict]:
+    return json.loads((out / "feedback" / f"{student}.json").read_text())
+
+
+def test_student_names_from_lms_downloads_and_loose_files():
+    assert student_from_name("smith_12345_67890_ex1_backprop_all", None) == "smith"
+    assert student_from_name("smith_LATE_12345_67890_ex1_backprop_all", None) == "smith"
+    assert student_from_name("alice_ex2_cross_entropy", None) == "alice"
+    assert student_from_name("ex1_backprop_all", None) == "ex1_backprop_all"
+    assert student_from_name("2024-bob--ex1", r"^\d+-(?P<student>[a-z]+)") == "bob"
+
+
+def test_folders_loose_files_notebooks_and_unrecognised_files_are_sorted_out(tmp_path):
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice" / "ex1_backprop_all.py").write_text(SOLUTION)
+    (tmp_path / "alice" / "homework.py").write_text(EX2.solution_path.read_text())  # recognised by its names
+    (tmp_path / "smith_12345_67890_ex1_backprop_all.py").write_text(SOLUTION)
+    (tmp_path / "readme.txt").write_text("hello")
+    (tmp_path / "carol_ex9.py").write_text("x = 1\n")
+    found = discover(tmp_path)
+    assert sorted((s.student, s.exercise.id) for s in found.submissions) == [
+        ("alice", "ex1"), ("alice", "ex2"), ("smith", "ex1")]
+    assert sorted(found.unrecognised) == ["carol_ex9.py", "readme.txt"]
+
+
+ADVERSARIAL = {
+    "looper": with_line("while True: pass"),
+    "forkbomb": with_line("import os\nwhile True: os.fork()"),
+    "hog": with_line("x = torch.ones(50 * 2**30 // 4)"),
+    "bigfile": with_line("f = open('big.bin', 'wb')\nfor _ in range(1024): f.write(b'x' * (1 << 20))"),
+    "printer": with_line("print('y' * 100_000_000)"),
+    "exiter": with_line("import os; os._exit(0)"),
+    "selfkill": with_line("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
+    "cheater": with_line("torch.allclose = torch.equal = lambda *a, **k: True\ndprobs = probs"),
+    "recursion": with_line("import sys; sys.setrecursionlimit(10**6)\ndef f(n): return f(n + 1)\nf(0)"),
+    "empty": "",
+}
+
+
+def adversarial_class(folder: Path, home: Path) -> None:
+    for student, source in ADVERSARIAL.items():
+        (folder / student).mkdir(parents=True)
+        (folder / student / "ex1_backprop_all.py").write_text(source)
+    vandal = with_line(
+        "import os\n[os.remove(f) for f in os.listdir('.')]\n"
+        f"open({str(home / 'stolen.txt')!r}, 'w').write('x')"
+    )
+    (folder / "vandal").mkdir()
+    (folder / "vandal" / "ex1_backprop_all.py").write_text(vandal)
+    (folder / "latin").mkdir()
+    (folder / "latin" / "ex1_backprop_all.py").write_bytes("dh = 'caf\xe9'\n".encode("latin-1"))
+    (folder / "broken").mkdir()
+    (folder / "broken" / "ex2_cross_entropy.ipynb").write_text("{ not json")
+    (folder / "good").mkdir()
+    (folder / "good" / "ex1_backprop_all.py").write_text(SOLUTION)
+    (folder / "wrong").mkdir()
+    (folder / "wrong" / "ex1_backprop_all.py").write_text(replace_line(SOLUTION, "dW2 =", "dW2 = dlogits.T @ h"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_hostile_submissions_become_errors_and_the_class_is_graded_right(tmp_path, sandbox):
+    if sandbox == "bwrap" and not HAVE_BWRAP:
+        pytest.skip("bubblewrap is not installed")
+    home = tmp_path / "instructor"
+    home.mkdir()
+    folder = tmp_path / "class"
+    adversarial_class(folder, home)
+    out = tmp_path / "out"
+    start = time.monotonic()
+    grade_class(folder, out, jobs=2, timeout=2.0, sandbox=sandbox)
+    assert time.monotonic() - start < 120
+    book = gradebook(out)
+    assert set(book) == {*ADVERSARIAL, "vandal", "latin", "broken", "good", "wrong"}
+    assert book["good"]["ex1"] == "26" and book["wrong"]["ex1"] == "25"
+    wrong = feedback(out, "wrong")[0]
+    assert [r["name"] for r in wrong["results"] if r["status"] == "fail"] == ["dW2"]
+
+    def result(student):
+        return {r["name"]: r for r in feedback(out, student)[0]["results"]}
+
+    assert "time limit" in feedback(out, "looper")[0]["error"]
+    assert "ended abruptly" in feedback(out, "exiter")[0]["error"]
+    assert "ended abruptly" in feedback(out, "selfkill")[0]["error"]
+    assert result("cheater")["dprobs"]["status"] == "fail"  # the comparison is not the student's
+    assert result("printer")["dW2"]["status"] == "exact" and len(feedback(out, "printer")[0]["output"]) < 5000
+    assert result("hog")["dW2"]["status"] == "exact"  # the allocation failed; the line after it still ran
+    assert any("File too large" in n for n in feedback(out, "bigfile")[0]["notes"])
+    assert result("recursion")["dlogits"]["status"] == "exact"
+    assert book["empty"]["ex1"] == "0"
+    assert "not UTF-8" in feedback(out, "latin")[0]["error"]
+    assert "not a notebook" in feedback(out, "broken")[0]["error"]
+    assert not list(folder.rglob("big.bin"))
+    if sandbox == "bwrap":
+        assert not (home / "stolen.txt").exists()
+        assert any("Permission denied" in n or "No such file" in n for n in feedback(out, "vandal")[0]["notes"])
+        assert any("BlockingIOError" in n for n in feedback(out, "forkbomb")[0]["notes"])
+    assert (folder / "vandal" / "ex1_backprop_all.py").exists()  # its own folder is not where it runs
+
+
+@pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap is not installed")
+def test_the_sandbox_has_no_network(tmp_path):
+    folder = tmp_path / "class"
+    (folder / "net").mkdir(parents=True)
+    (folder / "net" / "ex1_backprop_all.py").write_text(
+        with_line("import socket; socket.create_connection(('127.0.0.1', 22), timeout=1)"))
+    out = tmp_path / "out"
+    grade_class(folder, out, jobs=1, sandbox="bwrap")
+    notes = feedback(out, "net")[0]["notes"]
+    assert any("Network is unreachable" in n or "Connection refused" in n for n in notes) and notes
+
+
+def test_a_zip_of_loose_lms_files_grades_like_the_folder(tmp_path):
+    folder = tmp_path / "loose"
+    folder.mkdir()
+    (folder / "smith_12345_67890_ex1_backprop_all.py").write_text(SOLUTION)
+    (folder / "jones_22222_33333_ex1_backprop_all.py").write_text(EX1.stub_path.read_text())
+    (folder / "jones_22222_33334_ex2_cross_entropy.py").write_text(EX2.solution_path.read_text())
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in folder.iterdir():
+            zf.write(path, f"class/{path.name}")
+        zf.writestr("../escape.py", "dh = 1\n")
+    grade_class(folder, tmp_path / "a", jobs=1)
+    grade_class(archive, tmp_path / "b", jobs=1)
+    assert (tmp_path / "a" / "gradebook.csv").read_text() == (tmp_path / "b" / "gradebook.csv").read_text()
+    assert gradebook(tmp_path / "b")["jones"] == {"student": "jones", "total": "1", "max_total": "27", "ex1": "0", "ex2": "1"}
+    assert not (tmp_path / "escape.py").exists()
+
+
+def test_csv_formula_injection_is_neutralised(tmp_path):
+    assert safe_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and safe_cell("-1") == "'-1" and safe_cell("bob") == "bob"
+    folder = tmp_path / "class"
+    (folder / "=cmd|'calc'!A1").mkdir(parents=True)
+    (folder / "=cmd|'calc'!A1" / "ex1_backprop_all.py").write_text(SOLUTION)
+    grade_class(folder, tmp_path / "out", jobs=1)
+    text = (tmp_path / "out" / "gradebook.csv").read_text()
+    assert "\n'=cmd|'" in text.replace('"', "")
+
+
+def test_summary_counts_the_class_mistakes(tmp_path):
+    folder = tmp_path / "class"
+    for i in range(3):
+        (folder / f"s{i}").mkdir(parents=True)
+    (folder / "s0" / "ex1_backprop_all.py").write_text(SOLUTION)
+    (folder / "s1" / "ex1_backprop_all.py").write_text(replace_line(SOLUTION, "dbndiff =", "dbndiff = bnvar_inv * dbnraw"))
+    (folder / "s2" / "ex1_backprop_all.py").write_text(replace_line(SOLUTION, "dbndiff =", "dbndiff = bnvar_inv * dbnraw"))
+    summary = grade_class(folder, tmp_path / "out", jobs=2)
+    dbndiff = summary["exercises"]["ex1"]["gradients"]["dbndiff"]
+    assert dbndiff["passing"] == pytest.approx(1 / 3)
+    assert dbndiff["mistakes"][0] == {"what": "misses the branch through `bndiff2`", "share": pytest.approx(2 / 3)}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["students"] == 3
+
+
+def test_a_changed_file_is_regraded_and_an_unchanged_one_is_not(tmp_path):
+    folder = tmp_path / "class"
+    (folder / "alice").mkdir(parents=True)
+    path = folder / "alice" / "ex1_backprop_all.py"
+    path.write_text(EX1.stub_path.read_text())
+    out = tmp_path / "out"
+    grade_class(folder, out, jobs=1)
+    grade_class(folder, out, jobs=1)
+    assert len(load_results(out / "results.jsonl")) == 1
+    path.write_text(SOLUTION)
+    grade_class(folder, out, jobs=1)
+    assert len(load_results(out / "results.jsonl")) == 2
+    assert gradebook(out)["alice"]["ex1"] == "26"
+
+
+@pytest.mark.slow
+def test_a_killed_batch_resumes_to_the_same_gradebook_without_duplicates(tmp_path):
+    folder = tmp_path / "class"
+    for i in range(16):
+        (folder / f"student{i:02d}").mkdir(parents=True)
+        source = SOLUTION if i % 3 else replace_line(SOLUTION, "dW2 =", "dW2 = dlogits.T @ h")
+        (folder / f"student{i:02d}" / "ex1_backprop_all.py").write_text(source)
+    command = [sys.executable, "-c", "from grader.cli import main; main()", "batch", str(folder), "--jobs", "1"]
+    whole = subprocess.run(command + ["--out", str(tmp_path / "whole")], capture_output=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    resumed = tmp_path / "resumed"
+    process = subprocess.Popen(command + ["--out", str(resumed)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (resumed / "results.jsonl").exists() and len(load_results(resumed / "results.jsonl")) >= 4:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    first = len(load_results(resumed / "results.jsonl"))
+    assert 4 <= first < 16
+    again = subprocess.run(command + ["--out", str(resumed)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"{first} already graded, {16 - first} to grade" in again.stdout
+    records = load_results(resumed / "results.jsonl")
+    assert len(records) == 16 == len({(r["student"], r["exercise"]) for r in records})
+    assert (resumed / "gradebook.csv").read_text() == (tmp_path / "whole" / "gradebook.csv").read_text()
+
+
+def test_bad_batch_input_is_one_sentence_and_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from grader.cli import cli
+
+    not_zip = tmp_path / "class.zip"
+    not_zip.write_text("nope")
+    for args, words in [
+        ([str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "does not exist"),
+        ([str(not_zip), "--out", str(tmp_path / "o")], "not a zip file"),
+        ([str(tmp_path), "--out", str(tmp_path / "o"), "--exercise", "ex9"], "no exercise 'ex9'"),
+        ([str(tmp_path), "--out", str(tmp_path / "o"), "--student-pattern", "("], "not a valid regular expression"),
+    ]:
+        result = CliRunner().invoke(cli, ["batch", *args])
+        assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, args
