@@ -132,6 +132,48 @@ def batch_command(submissions, out, jobs, timeout, exercise, sandbox, student_pa
         raise BadInput(str(exc)) from None
 
 
+@cli.command(name="gradescope")
+@click.option("--submission", type=click.Path(), default="/autograder/submission", show_default=True,
+              help="The student's files.")
+@click.option("--results", type=click.Path(), default="/autograder/results/results.json", show_default=True,
+              help="Where Gradescope reads the results.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds each run of the submission may take.")
+def gradescope_command(submission, results, timeout):
+    """Grade one Gradescope submission into Gradescope's results.json (used by run_autograder).
+
+    Example: grade gradescope --submission /autograder/submission
+    """
+    from pathlib import Path
+
+    from grader.gradescope import gradescope_results, write_results
+
+    data = gradescope_results(submission=Path(submission), timeout=timeout)
+    try:
+        write_results(data, Path(results))
+    except OSError as exc:
+        raise BadInput(f"cannot write {results}: {exc.strerror}") from None
+    click.echo(f"score {data['score']:g} from {len(data['tests'])} tests; results in {results}")
+
+
+@cli.command(name="gradescope-bundle")
+@click.argument("out", type=click.Path())
+def gradescope_bundle_command(out):
+    """Write the Gradescope autograder zip (setup.sh, run_autograder and the kit).
+
+    Example: grade gradescope-bundle autograder.zip
+    """
+    from pathlib import Path
+
+    from grader.gradescope import write_bundle
+
+    try:
+        names = write_bundle(Path(out))
+    except (OSError, FileNotFoundError) as exc:
+        raise BadInput(str(exc)) from None
+    click.echo(f"wrote {out} ({len(names)} files): upload it as the assignment's autograder")
+
+
 @cli.command(name="hint")
 @click.argument("name")
 def hint_command(name):
