@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import hashlib
 from dataclasses import replace
 
@@ -33,17 +34,24 @@ from grader.policy import violation
 ZERO_IN_TRUTH = 1e-6  # a reference gradient this small everywhere is rounding noise around zero
 
 
-def apply_policy(results: tuple[TensorResult, ...], the_plan: Plan, allowed: tuple[str, ...]) -> tuple[TensorResult, ...]:
-    """Fail every gradient whose line uses autograd or a shortcut. A statement that assigns no
-    gradient (a stray `loss.backward()`) taints every gradient finished after it."""
+@functools.lru_cache(maxsize=64)
+def policy_violations(the_plan: Plan, allowed: tuple[str, ...]) -> dict:
+    """Target -> the first thing its lines use that an answer may not. A statement that assigns
+    no gradient (a stray `loss.backward()`) taints every gradient finished after it."""
     flagged = {}
     for statement in the_plan.statements:
         found = violation(statement.node, allowed)
         if found is None:
             continue
         names = statement.assigns or {t for t, i in the_plan.final.items() if i >= statement.index}
-        for name in names:
+        for name in sorted(names):
             flagged.setdefault(name, found)
+    return flagged
+
+
+def apply_policy(results: tuple[TensorResult, ...], the_plan: Plan, allowed: tuple[str, ...]) -> tuple[TensorResult, ...]:
+    """Fail every gradient whose line uses autograd or a shortcut."""
+    flagged = policy_violations(the_plan, allowed)
     return tuple(
         replace(r, status=Status.FAIL, hint=flagged[r.name].hint(), policy=flagged[r.name].policy)
         if r.name in flagged else r
@@ -86,7 +94,9 @@ def combine_configs(per_config) -> tuple[TensorResult, ...]:
 # --- the random-upstream probe ---
 
 
-def _seeded_randn(shape, name: str) -> torch.Tensor:
+@functools.lru_cache(maxsize=512)
+def _seeded_randn(shape: tuple[int, ...], name: str) -> torch.Tensor:
+    """Random upstream values, the same in the student process and here (seeded by the name)."""
     seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
@@ -117,7 +127,7 @@ def probe_inputs(exercise, ref: Reference, the_plan: Plan) -> dict[str, dict[str
         if not read_gradients or not read_gradients <= upstream or others:
             continue
         probes[target] = {
-            name: _seeded_randn(ref.gradients[name[1:]].shape, f"{target}:{name}") for name in sorted(upstream)
+            name: _seeded_randn(tuple(ref.gradients[name[1:]].shape), f"{target}:{name}") for name in sorted(upstream)
         }
     return probes
 
@@ -132,6 +142,17 @@ def _probe_matches(got: torch.Tensor, expected: torch.Tensor) -> bool:
 
 def probe_expected(exercise, ref: Reference, target: str, upstream: dict[str, torch.Tensor]) -> torch.Tensor:
     """The true gradient of `target` for the given upstream gradients: the sum of every consumer's VJP."""
+    key = (exercise.id, id(ref), target, tuple((name, id(value)) for name, value in sorted(upstream.items())))
+    if key not in _EXPECTED:
+        # The entry holds the objects whose ids make its key, so no id can be reused while it exists.
+        _EXPECTED[key] = (ref, upstream, _probe_expected(exercise, ref, target, upstream))
+    return _EXPECTED[key][2]
+
+
+_EXPECTED: dict = {}
+
+
+def _probe_expected(exercise, ref: Reference, target: str, upstream: dict[str, torch.Tensor]) -> torch.Tensor:
     tensor = exercise.tensor_of(target)
     values = {**ref.tensors, **ref.sizes}
     total = None

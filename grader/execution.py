@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import builtins
 import dataclasses
+import functools
 import faulthandler
 import io
 import json
@@ -69,7 +70,7 @@ class Statement:
     blank: bool  # `dX = ...`: the placeholder is still there
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: plans are cached, and so are facts derived from one
 class Plan:
     """The statements of a file and, for each target, the statement that finishes it."""
 
@@ -158,6 +159,7 @@ def _is_blank(node: ast.stmt) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def plan(source: str, filename: str, targets: tuple[str, ...]) -> Plan:
     """Parse a file and find, for each target, the statement that finishes it.
     Raises `SyntaxError` for a file that is not valid Python."""
@@ -338,15 +340,25 @@ def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, 
     handed_out: list[tuple[weakref.ref, int, str]] = []  # copies of answered gradients, to see aliases mutate them
     mutated: set[str] = set()
 
+    given_out: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (the copy in scope, its version then)
+
+    def restore(name: str, tensor: torch.Tensor, watch: bool) -> None:
+        """A fresh copy, unless the one in scope is still ours and unchanged (its version counter says)."""
+        current = given_out.get(name)
+        if current is not None and namespace.get(name) is current[0] and current[0]._version == current[1]:
+            return
+        copy = tensor.clone()
+        namespace[name] = copy
+        given_out[name] = (copy, copy._version)
+        if watch:
+            handed_out.append((weakref.ref(copy), copy._version, name))
+
     for statement in the_plan.statements:
-        # Fresh copies before every statement: nothing the student did to them sticks.
+        # Before every statement, nothing the student did to these sticks.
         for name, tensor in tensors.items():
-            namespace[name] = tensor.clone()
+            restore(name, tensor, watch=False)
         for name, tensor in injected.items():
-            copy = tensor.clone()
-            namespace[name] = copy
-            if name in the_plan.final:
-                handed_out.append((weakref.ref(copy), copy._version, name))
+            restore(name, tensor, watch=name in the_plan.final)
         send(write_fd, {"t": "line", "line": statement.line})
         code = None
         if not statement.blank:
@@ -392,8 +404,9 @@ def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, 
 
 def _probe(write_fd, code, namespace, tensors, name, upstream: dict[str, torch.Tensor]) -> None:
     """Re-run the statement that answered `name` with random upstream gradients, in a scratch scope."""
+    reads = set(code.co_names)  # the global names the statement reads
     scratch = dict(namespace)
-    scratch.update({key: t.clone() for key, t in tensors.items()})
+    scratch.update({key: t.clone() for key, t in tensors.items() if key in reads})
     scratch.update({key: t.clone() for key, t in upstream.items()})
     try:
         exec(code, scratch)
@@ -483,8 +496,14 @@ def warm_job(job: str, args: dict) -> None:
     from grader.exercises import BY_ID
     from grader.graph import lines_of
 
+    the_plan = None
     if "exercise" in args:
-        lines_of(BY_ID[args["exercise"]].forward)  # parsed once here, not in every fork
+        exercise = BY_ID[args["exercise"]]
+        lines_of(exercise.forward)  # parsed once here, not in every fork
+        try:
+            the_plan = plan(args["source"], args["filename"], exercise.targets)
+        except SyntaxError:
+            the_plan = None
     config = Config.from_dict(args["config"])
     if job == "train" or args.get("step") is not None:
         from grader.training import autograd_run, training_data
@@ -493,7 +512,11 @@ def warm_job(job: str, args: dict) -> None:
         if job == "execute":
             autograd_run(config)
     else:
-        reference(config, DTYPE_NAMES[args["dtype"]])
+        ref = reference(config, DTYPE_NAMES[args["dtype"]])
+        if args["options"].get("probe") and the_plan is not None:
+            from grader.diagnose import probe_inputs
+
+            probe_inputs(exercise, ref, the_plan)  # its random values are cached here too
 
 
 class LocalExecutor:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 AUTOGRAD = {
     "backward", "grad", "requires_grad", "requires_grad_", "retain_grad", "retains_grad", "autograd",
     "enable_grad", "set_grad_enabled", "grad_fn", "functorch", "vjp", "jvp", "jacobian",
+    "data",  # `x.data` changes a tensor behind its version counter, which keeps lines apart
 }
 INTERPRETER = {"gc", "inspect", "_getframe", "ctypes", "__import__", "globals", "locals", "vars", "eval", "exec"}
 # Library functions that do the exercise's work in one call; an exercise may allow some.

@@ -192,8 +192,8 @@ def _bwrap_options() -> list[str]:
                 options += ["--perms", "0755", "--dir", str(parent)]
         options += ["--ro-bind", path, path]
     if os.getuid() == 0:
-        # As root, keep only what the worker needs to make each student process `nobody`.
-        privileges = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        # As root, keep only what the worker needs to make each student process `nobody` and to end it.
+        privileges = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_KILL"]
     else:
         privileges = ["--unshare-user", "--cap-drop", "ALL"]
     return options + privileges + [

@@ -1,0 +1,184 @@
+"""Batch grading throughput and memory, against executing notebooks one by one with nbclient.
+
+    python bench/bench_batch.py [--count 300] [--notebooks 6] [--jobs 2] [--sandbox auto]
+
+1. Generates `--count` exercise-1 submissions: correct, partly wrong, blank,
+   crashing and looping, in fixed proportions, a folder per student.
+2. Times `grade batch` on them and samples the memory of the whole process tree
+   (the sum of PSS, so pages shared after a fork count once).
+3. Times the path nbgrader and otter-grader take: one Jupyter kernel per
+   notebook, executed with nbclient, on a sample of equivalent notebooks (the
+   same student code, the reference forward pass and a comparison per gradient).
+
+Targets on a 2-core machine: at least 20 submissions/s with the sandbox on, at
+least 50 times the nbclient path, peak memory under 1.5 GB. Needs `nbclient` and
+`ipykernel` for step 3 (`pip install nbclient ipykernel`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTION = (ROOT / "solutions" / "ex1_backprop_all.py").read_text()
+STUB = (ROOT / "exercises" / "ex1_backprop_all.py").read_text()
+
+MISTAKES = [
+    ("dW2 =", "dW2 = dlogits.T @ h"),
+    ("dbngain =", "dbngain = (bnraw * dhpreact).sum(0)"),
+    ("db2 =", "db2 = dlogits"),
+    ("dprobs =", "dprobs = -(1.0 / probs) * dlogprobs"),
+    ("dbndiff2 =", "dbndiff2 = (1.0/n)*torch.ones_like(bndiff2) * dbnvar"),
+    ("dbndiff =", "dbndiff = bnvar_inv * dbnraw"),
+    ("dlogit_maxes =", "dlogit_maxes = dnorm_logits.sum(1, keepdim=True)"),
+    ("dhpreact =", "dhpreact = (1.0 - h**2) * dh"),
+    ("dlogprobs =", "dlogprobs = -1.0/32 * F.one_hot(Yb, num_classes=vocab_size).float()"),
+]
+
+
+def replace_line(source: str, prefix: str, new: str) -> str:
+    return "\n".join(new if line.startswith(prefix) else line for line in source.splitlines()) + "\n"
+
+
+def make_class(folder: Path, count: int) -> dict[str, int]:
+    """A class of `count` submissions in fixed proportions; returns how many of each kind."""
+    rng = random.Random(0)
+    kinds = (["correct"] * 50 + ["wrong"] * 30 + ["blank"] * 10 + ["crash"] * 5 + ["loop"] * 5)
+    made: dict[str, int] = {}
+    for i in range(count):
+        kind = kinds[i % len(kinds)]
+        source = SOLUTION
+        if kind == "wrong":
+            for prefix, new in rng.sample(MISTAKES, rng.randint(1, 3)):
+                source = replace_line(source, prefix, new)
+        elif kind == "blank":
+            source = STUB
+        elif kind == "crash":
+            source = replace_line(source, "dh =", "dh = dlogits @ W2")
+        elif kind == "loop":
+            source = replace_line(source, "dh =", "while True: pass")
+        (folder / f"student{i:04d}").mkdir(parents=True)
+        (folder / f"student{i:04d}" / "ex1_backprop_all.py").write_text(source)
+        made[kind] = made.get(kind, 0) + 1
+    return made
+
+
+def tree_pss_kb(pid: int) -> int:
+    """The summed PSS of a process and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            for line in open(f"/proc/{current}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def time_batch(folder: Path, out: Path, jobs: int, sandbox: str, timeout: float) -> tuple[float, int]:
+    grade = shutil.which("grade") or sys.exit("install the kit first: `grade` is not on PATH")
+    command = [grade, "batch", str(folder), "--out", str(out), "--jobs", str(jobs), "--sandbox", sandbox,
+               "--timeout", str(timeout)]
+    peak = [0]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def sample():
+        while process.poll() is None:
+            peak[0] = max(peak[0], tree_pss_kb(process.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    process.wait()
+    elapsed = time.perf_counter() - start
+    sampler.join()
+    if process.returncode != 0:
+        sys.exit(f"grade batch failed with exit status {process.returncode}")
+    return elapsed, peak[0]
+
+
+NOTEBOOK_SETUP = """import torch
+import torch.nn.functional as F
+from grader.network import reference
+ref = reference()
+globals().update(ref.scope())
+"""
+NOTEBOOK_CHECK = """results = {}
+for name, expected in ((t, ref.gradients[t[1:]]) for t in %r):
+    got = globals().get(name)
+    results[name] = isinstance(got, torch.Tensor) and got.shape == expected.shape and bool(torch.allclose(got, expected))
+print(sum(results.values()), "of", len(results), "pass")
+"""
+
+
+def time_nbclient(folder: Path, sample: int) -> float | None:
+    """Seconds per notebook, executing each in a fresh kernel as nbgrader and otter-grader do."""
+    try:
+        import nbclient
+        import nbformat
+    except ImportError:
+        print("nbclient is not installed: skipping the notebook comparison (pip install nbclient ipykernel)")
+        return None
+    from grader.exercises import EX1
+
+    paths = sorted(folder.glob("*/ex1_backprop_all.py"))[:sample]
+    times = []
+    for path in paths:
+        source = path.read_text().replace("while True: pass", "pass")  # a kernel would hang: keep it fair
+        notebook = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_code_cell(NOTEBOOK_SETUP),
+            nbformat.v4.new_code_cell(source),
+            nbformat.v4.new_code_cell(NOTEBOOK_CHECK % (EX1.targets,)),
+        ])
+        start = time.perf_counter()
+        nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3", allow_errors=True).execute()
+        times.append(time.perf_counter() - start)
+    return sum(times) / len(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--notebooks", type=int, default=6)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--sandbox", default="auto", choices=["auto", "bwrap", "none"])
+    parser.add_argument("--timeout", type=float, default=1.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch:
+        folder = Path(scratch) / "class"
+        made = make_class(folder, args.count)
+        print(f"{args.count} submissions: " + ", ".join(f"{n} {kind}" for kind, n in made.items())
+              + f"; --timeout {args.timeout:g} s, --jobs {args.jobs}, --sandbox {args.sandbox}")
+        elapsed, peak_kb = time_batch(folder, Path(scratch) / "out", args.jobs, args.sandbox, args.timeout)
+        rate = args.count / elapsed
+        print(f"grade batch: {elapsed:.1f} s, {rate:.1f} submissions/s, peak memory {peak_kb / 1024:.0f} MB (PSS)")
+        per_notebook = time_nbclient(folder, args.notebooks) if args.notebooks else None
+        if per_notebook:
+            print(f"nbclient, a kernel per notebook: {per_notebook:.2f} s per notebook, "
+                  f"{1 / per_notebook:.2f} submissions/s (sample of {args.notebooks})")
+            print(f"grade batch is {rate * per_notebook:.0f}x faster (targets: >= 20/s, >= 50x, < 1.5 GB)")
+
+
+if __name__ == "__main__":
+    main()
