@@ -49,10 +49,10 @@ def replace_line(source: str, prefix: str, new: str) -> str:
     return "\n".join(new if line.startswith(prefix) else line for line in source.splitlines()) + "\n"
 
 
-def make_class(folder: Path, count: int) -> dict[str, int]:
+def make_class(folder: Path, count: int, loops: bool = True) -> dict[str, int]:
     """A class of `count` submissions in fixed proportions; returns how many of each kind."""
     rng = random.Random(0)
-    kinds = (["correct"] * 50 + ["wrong"] * 30 + ["blank"] * 10 + ["crash"] * 5 + ["loop"] * 5)
+    kinds = (["correct"] * 50 + ["wrong"] * 30 + ["blank"] * 10 + ["crash"] * 5 + ["loop" if loops else "correct"] * 5)
     made: dict[str, int] = {}
     for i in range(count):
         kind = kinds[i % len(kinds)]
@@ -164,10 +164,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--sandbox", default="auto", choices=["auto", "bwrap", "none"])
     parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument("--no-loops", action="store_true", help="Replace the looping submissions by correct ones.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch:
         folder = Path(scratch) / "class"
-        made = make_class(folder, args.count)
+        made = make_class(folder, args.count, loops=not args.no_loops)
         print(f"{args.count} submissions: " + ", ".join(f"{n} {kind}" for kind, n in made.items())
               + f"; --timeout {args.timeout:g} s, --jobs {args.jobs}, --sandbox {args.sandbox}")
         elapsed, peak_kb = time_batch(folder, Path(scratch) / "out", args.jobs, args.sandbox, args.timeout)
