@@ -178,7 +178,9 @@ def _readable_paths() -> list[str]:
 
 
 def _bwrap_options() -> list[str]:
-    options, made = [], set()
+    # The private /tmp comes first, so that what is bound below it (a virtualenv or a checkout
+    # under /tmp) stays visible on top of it.
+    options, made = ["--tmpfs", "/tmp"], set()
     paths = _readable_paths()
     for link in ("/bin", "/sbin", "/lib", "/lib64", "/lib32"):
         if os.path.islink(link):  # merged /usr: the loader is found through these links
@@ -197,7 +199,7 @@ def _bwrap_options() -> list[str]:
     else:
         privileges = ["--unshare-user", "--cap-drop", "ALL"]
     return options + privileges + [
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/sandbox", "--chdir", "/sandbox",
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/sandbox", "--chdir", "/sandbox",
         "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--new-session", "--clearenv", "--setenv", "HOME", "/sandbox",
         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "OPENBLAS_NUM_THREADS", "1",
