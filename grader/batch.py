@@ -31,7 +31,7 @@ from pathlib import Path
 
 from grader.compare import FileResult, Settings
 from grader.exercises import BY_ID, EXERCISES, Exercise
-from grader.execution import DEFAULT_TIMEOUT, SubmissionError, read_source, use_executor
+from grader.execution import DEFAULT_TIMEOUT, SubmissionError, use_executor
 
 SUFFIXES = (".py", ".ipynb")
 # LMS downloads: `smith_12345_67890_ex1_backprop_all.py` (Canvas adds `_LATE` after the name).
@@ -69,6 +69,7 @@ class Submission:
     digest: str = ""
     source: str | None = None
     problem: str | None = None  # why the file cannot be graded (then it scores 0 with this error)
+    origin: dict | None = None  # for a notebook: source line -> (cell, line in cell)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -91,25 +92,18 @@ def student_from_name(stem: str, pattern: str | None) -> str:
     return stem
 
 
-def _read(path: Path, name: str) -> tuple[str | None, str | None, str]:
-    """(source, problem, digest) of one file: notebooks become the source of their code cells."""
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+def _load(path: Path, name: str) -> tuple[str | None, Exercise | None, dict | None, str | None, str]:
+    """(source, exercise, notebook origin, problem, digest) of one file. A file that cannot be read
+    but is named after an exercise is that exercise's `error`; one that is neither is unrecognised."""
+    from grader.exercises import recognise
+    from grader.grading import load_submission
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     try:
-        text = read_source(str(path))
-        if path.suffix == ".ipynb":
-            from grader.notebooks import notebook_source
-
-            text = notebook_source(name, text)
-        return text, None, digest
+        loaded = load_submission(path=path)
+        return loaded.source, loaded.exercise, loaded.origin, None, digest
     except SubmissionError as exc:
-        return None, str(exc).replace(str(path), name), digest
-
-
-def _recognise(path: Path, source: str | None) -> Exercise | None:
-    from grader.grading import detect_exercise
-
-    return detect_exercise(source=source or "", filename=path.name)
+        return None, recognise(path.name, set()), None, str(exc).replace(str(path), name), digest
 
 
 def discover(root: Path, *, student_pattern: str | None = None, only: str | None = None) -> Discovery:
@@ -131,14 +125,13 @@ def discover(root: Path, *, student_pattern: str | None = None, only: str | None
         if path.suffix not in SUFFIXES:
             found.unrecognised.append(name)
             continue
-        source, problem, digest = _read(path, name)
-        exercise = _recognise(path, source)
+        source, exercise, origin, problem, digest = _load(path, name)
         if exercise is None:
             found.unrecognised.append(name)
             continue
         if only and exercise.id != only:
             continue
-        submission = Submission(student, path, name, exercise, digest, source, problem)
+        submission = Submission(student, path, name, exercise, digest, source, problem, origin)
         if submission.key in seen:
             found.duplicates.append(f"{name} (kept {seen[submission.key].name})")
             continue
@@ -233,13 +226,14 @@ def _record(submission: Submission, result: FileResult, version: str) -> dict:
 
 def grade_submission(submission: Submission, *, timeout: float, settings: Settings) -> FileResult:
     """One submission's result; a file that cannot be read becomes an `error` result, never an exception."""
-    from grader.grading import _file_error, first_reference, grade_source
+    from grader.grading import _file_error, _in_cells, first_reference, grade_source
 
     exercise = submission.exercise
     if submission.problem:
         return _file_error(exercise, first_reference(exercise), submission.name, submission.problem)
-    return grade_source(source=submission.source, filename=submission.name, exercise=exercise,
-                        timeout=timeout, settings=settings)
+    result = grade_source(source=submission.source, filename=submission.name, exercise=exercise,
+                          timeout=timeout, settings=settings)
+    return _in_cells(result, submission.origin) if submission.origin else result
 
 
 # --- running ---

@@ -219,9 +219,10 @@ def _train(*, paths, steps, exercise) -> None:
     if len(paths) != 1:
         raise click.UsageError("--train takes exactly one file")
     try:
-        source, chosen = load_submission(path=paths[0], exercise=exercise)
+        loaded = load_submission(path=paths[0], exercise=exercise)
     except SubmissionError as exc:
         raise BadInput(str(exc)) from None
+    source, chosen = loaded.source, loaded.exercise
     if chosen.kind != "training":
         raise click.UsageError(f"--train is for exercise 4; {paths[0]} answers {chosen.id}")
     from grader.reports import progress_bar, _duration

@@ -103,6 +103,7 @@ class TensorResult:
     probe: str | None = None  # "pass"/"fail": the line re-run on random upstream gradients
     warning: str | None = None  # said even when the line passes
     about: str | None = None  # on a failing line: the hint bank's short hint for this gradient
+    cell: int | None = None  # in a notebook: the cell (1-based) that `line` is in
 
     def to_dict(self) -> dict:
         data = asdict(self)

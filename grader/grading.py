@@ -179,22 +179,75 @@ def resolve_exercise(*, source: str, path: str, exercise: str | None) -> Exercis
     return chosen
 
 
-def load_submission(*, path: str | Path, exercise: str | None = None) -> tuple[str, Exercise]:
-    """Read a `.py` file and find its exercise. Raises `SubmissionError` (one sentence)."""
+@dataclass
+class Loaded:
+    """A submission read from disk: the source to grade, its exercise, and for a notebook where
+    each line of the source came from (cell, line in cell)."""
+
+    source: str
+    exercise: Exercise
+    origin: dict[int, tuple[int, int]] | None = None
+
+
+def scope_names(exercise: Exercise) -> set[str]:
+    """The names the grader provides to an exercise's code (a notebook's own copies are not graded)."""
+    ref = first_reference(exercise)
+    tensors = set(ref.tensors) if exercise.scope is None else set(exercise.scope)
+    return tensors | set(ref.sizes) | set(exercise.given)
+
+
+def load_submission(*, path: str | Path, exercise: str | None = None, names: dict[str, str] | None = None) -> Loaded:
+    """Read a `.py` or `.ipynb` file and find its exercise. Raises `SubmissionError` (one sentence)."""
+    from grader.notebooks import notebook_source, read_notebook, suggest_names
+
     path = str(path)
     if Path(path).is_dir():
-        raise SubmissionError(f"{path} is a directory, not a Python file")
-    if Path(path).suffix != ".py":
-        raise SubmissionError(f"{path} is not a Python file (expected a .py file)")
-    source = read_source(path)
-    return source, resolve_exercise(source=source, path=path, exercise=exercise)
+        raise SubmissionError(f"{path} is a directory, not a Python file or notebook")
+    if Path(path).suffix not in (".py", ".ipynb"):
+        raise SubmissionError(f"{path} is not a Python file or a notebook (expected .py or .ipynb)")
+    text = read_source(path)
+    if Path(path).suffix == ".py":
+        return Loaded(text, resolve_exercise(source=text, path=path, exercise=exercise))
+    everything = notebook_source(path, text, names=names)
+    try:
+        chosen = resolve_exercise(source=everything.source, path=path, exercise=exercise)
+    except SubmissionError:
+        chosen = None
+    if not everything.tagged and chosen is not None:
+        found = notebook_source(path, text, targets=chosen.targets, scope=scope_names(chosen), names=names)
+    else:
+        found = everything
+    if chosen is None or (not found.tagged and not plan(found.source, path, chosen.targets).final):
+        targets = chosen.targets if chosen else tuple(t for e in BY_ID.values() for t in e.targets)
+        guess = suggest_names(read_notebook(path, text), targets)
+        hint = (f"; it assigns {', '.join(guess)}: try --names "
+                + ",".join(f"{old}={new}" for old, new in guess.items())) if guess else ""
+        raise SubmissionError(f"{path} assigns none of the lecture's gradient names (dlogprobs, ..., dC){hint}")
+    return Loaded(found.source, chosen, found.origin)
+
+
+def _in_cells(result: FileResult, origin: dict[int, tuple[int, int]]) -> FileResult:
+    """Line numbers of the assembled source, back in the notebook's cells."""
+    import re
+
+    def where(line):
+        return origin.get(line, (None, line))
+
+    def notes(text):
+        return re.sub(r"\bline (\d+)", lambda m: "cell {}, line {}".format(*where(int(m.group(1)))), text)
+
+    results = tuple(replace(r, cell=where(r.line)[0], line=where(r.line)[1]) if r.line else r for r in result.results)
+    return replace(result, results=results, notes=tuple(notes(n) for n in result.notes),
+                   error=notes(result.error) if result.error else None)
 
 
 def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-               settings: Settings = Settings()) -> FileResult:
-    """Grade one `.py` file. Raises `SubmissionError` (one sentence) when it cannot be graded at all."""
-    source, chosen = load_submission(path=path, exercise=exercise)
-    return grade_source(source=source, filename=str(path), exercise=chosen, timeout=timeout, settings=settings)
+               settings: Settings = Settings(), names: dict[str, str] | None = None) -> FileResult:
+    """Grade one `.py` or `.ipynb` file. Raises `SubmissionError` (one sentence) when it cannot be graded."""
+    loaded = load_submission(path=path, exercise=exercise, names=names)
+    result = grade_source(source=loaded.source, filename=str(path), exercise=loaded.exercise, timeout=timeout,
+                          settings=settings)
+    return _in_cells(result, loaded.origin) if loaded.origin is not None else result
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
     out.append(f"  {'name'.ljust(width)}  {'status':7}  {'maxdiff':>7}  line")
     for r in result.results:
         status = style(r.status.value.ljust(7), fg=COLOURS[r.status], bold=r.status is Status.FAIL)
-        line = str(r.line) if r.line is not None else ""
+        line = (f"{r.cell}:{r.line}" if r.cell else str(r.line)) if r.line is not None else ""
         out.append(f"  {r.name.ljust(width)}  {status}  {_maxdiff(r.maxdiff):>7}  {line}".rstrip())
         if r.hint and not (result.error and r.hint.startswith("not graded")):
             out.append(f"  {' ' * width}  ↳ {r.hint}")
