@@ -56,7 +56,10 @@ def cli():
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="With --train: train this many steps.")
 @click.option("--config", "config_path", type=click.Path(), default=None,
               help="An instructor's TOML settings file: tolerances, the shape gate, allowed functions.")
-def files_command(paths, as_json, exercise, timeout, directory, train, steps, config_path):
+@click.option("--names", "names_text", metavar="MAP", default=None,
+              help="Your own gradient names: old=new,... (e.g. d_log_probs=dlogprobs) or a file of such lines.")
+@click.option("--watch", is_flag=True, help="Grade again whenever a file is saved (Ctrl-C to stop).")
+def files_command(paths, as_json, exercise, timeout, directory, train, steps, config_path, names_text, watch):
     """Grade .py files and print, for every gradient, its verdict and a hint.
     With no PATH, grade every exercise under ./exercises, one line each.
 
@@ -69,10 +72,23 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
 
     if steps is not None and not train:
         raise click.UsageError("--steps goes with --train")
+    from pathlib import Path
+
+    from grader.notebooks import parse_names
+
     try:
         settings = load_settings(config_path) if config_path else Settings()
-    except ValueError as exc:
+        if names_text and "=" not in names_text:  # a file of old=new lines
+            names_text = Path(names_text).read_text(encoding="utf-8")
+        names = parse_names(names_text)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise BadInput(str(exc)) from None
+    if watch:
+        from grader.watch import watch as watch_loop
+
+        watch_loop(paths=[Path(p) for p in paths], directory=Path(directory), exercise=exercise, timeout=timeout,
+                   settings=settings, names=names, echo=click.echo)
+        sys.exit(0)
     if not paths:
         if train:
             raise click.UsageError("--train needs the exercise 4 file: grade exercises/ex4_training.py --train")
@@ -82,7 +98,7 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
     results, problems = [], 0
     for path in paths:
         try:
-            results.append(grade_file(path=path, exercise=exercise, timeout=timeout, settings=settings))
+            results.append(grade_file(path=path, exercise=exercise, timeout=timeout, settings=settings, names=names))
         except (SubmissionError, DataError) as exc:
             problems += 1
             click.echo(f"Error: {exc}.", err=True)

@@ -74,7 +74,7 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
     out.append(summary_line(result))
     start = first_to_fix(result)
     if start is not None:
-        where = f", line {start.line}" if start.line else ""
+        where = (f", cell {start.cell}, line {start.line}" if start.cell else f", line {start.line}") if start.line else ""
         out.append(f"start with `{start.name}`{where}" + (
             f" · `grade hint {start.name}` explains it" if start.about else ""))
     if any(r.status is Status.APPROX for r in result.results):
@@ -144,3 +144,32 @@ def training_report(result) -> str:
     ]
     out += [f"  {name}" for name in result.names]
     return "\n".join(out)
+
+
+HTML_COLOURS = {
+    Status.EXACT: "#1a7f37", Status.APPROX: "#0969da", Status.FAIL: "#cf222e",
+    Status.BLANK: "#6e7781", Status.MISSING: "#9a6700", Status.ERROR: "#8250df",
+}
+
+
+def html_report(result: FileResult, *, message: str | None = None) -> str:
+    """The same table as `text_report`, as HTML for Jupyter."""
+    from html import escape
+
+    if message and not result.results:
+        return f"<p>{escape(message)}</p>"
+    rows = []
+    for r in result.results:
+        colour = HTML_COLOURS[r.status]
+        notes = "<br>".join(escape(text) for text in (r.hint, r.about, r.warning) if text)
+        rows.append(
+            f"<tr><td><code>{escape(r.name)}</code></td>"
+            f"<td style='color:{colour};font-weight:bold'>{r.status.value}</td>"
+            f"<td>{_maxdiff(r.maxdiff)}</td><td style='text-align:left'>{notes}</td></tr>"
+        )
+    return (
+        f"<div><p><b>{escape(result.file)}</b></p>"
+        "<table><thead><tr><th>gradient</th><th>status</th><th>maxdiff</th><th>why</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        f"<p>{escape(summary_line(result))}</p></div>"
+    )

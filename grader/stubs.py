@@ -57,6 +57,15 @@ def header(exercise: Exercise) -> list[str]:
     for name in exercise.given:
         out.append(f"#   given: {name} {_shape(ref.gradients[name[1:]])}, the correct gradient of `{name[1:]}`")
     out += ["#   every tensor of the forward pass that is assigned below:", "#"]
+    out += [f"#   {line}".rstrip() for line in forward_block(exercise)]
+    return out + [""]
+
+
+def forward_block(exercise: Exercise) -> list[str]:
+    """The exercise's forward pass as the student sees it: the lines in scope, each with its shape."""
+    ref = first_reference(exercise)
+    tensors = {n: t for n, t in ref.tensors.items() if exercise.scope is None or n in exercise.scope}
+    out = []
     lines = [
         line for line in forward_source(exercise.forward)
         if exercise.scope is None or line.split("=")[0].strip() in exercise.scope or line.lstrip().startswith("#")
@@ -68,13 +77,13 @@ def header(exercise: Exercise) -> list[str]:
         code, _, comment = line.partition("  #")
         stripped = code.strip()
         if stripped.startswith("#") or not stripped:
-            out.append(f"#   {line}".rstrip())
+            out.append(line)
             continue
         target = stripped.split("=")[0].strip()
         shape = _shape(tensors[target]) if target in tensors else ""
         note = f"  # {' '.join(part for part in (shape, comment.strip()) if part)}"
-        out.append(f"#   {code.ljust(width)}{note}".rstrip())
-    return out + [""]
+        out.append(f"{code.ljust(width)}{note}".rstrip())
+    return out
 
 
 def generate(exercise: Exercise, solution: str | None = None) -> str:
@@ -110,17 +119,54 @@ def generate(exercise: Exercise, solution: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
+def generate_notebook(exercise: Exercise, stub: str | None = None) -> str:
+    """The stub as a notebook: an introduction, a setup cell, the forward pass, one tagged cell per
+    section of gradients (the same blanks as the `.py` stub) and a final `check()`."""
+    import nbformat
+
+    from grader.notebooks import GRADIENT_TAG
+
+    stub = stub if stub is not None else generate(exercise)
+    body = stub.split("import torch.nn.functional as F\n", 1)[1]  # the gradient sections, after the imports
+    sections = [part.strip("\n") for part in body.split("\n\n") if part.strip()]
+    forward = "\n".join(forward_block(exercise))
+    cells = [
+        nbformat.v4.new_markdown_cell(
+            f"# {exercise.title}\n\n{exercise.task}\n\nRun the setup cell, write each gradient in the cells tagged "
+            f"`{GRADIENT_TAG}`, then run `check()` at the end. In a terminal, "
+            f"`grade exercises/{exercise.slug}.ipynb` grades the same cells, also at other sizes."),
+        nbformat.v4.new_code_cell(f"from grader import setup, check\n\nsetup({exercise.id!r})", metadata={"tags": ["setup"]}),
+        nbformat.v4.new_markdown_cell("The forward pass has run; every tensor in it is in scope (shapes at the "
+                                      "lecture's sizes):\n\n```python\n" + forward + "\n```"),
+    ]
+    cells += [nbformat.v4.new_code_cell(section, metadata={"tags": [GRADIENT_TAG]}) for section in sections]
+    cells.append(nbformat.v4.new_code_cell("check()", metadata={"tags": ["check"]}))
+    for number, cell in enumerate(cells):
+        cell["id"] = f"{exercise.id}-{number:02d}"  # fixed ids: regenerating gives the same bytes
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    })
+    nbformat.validate(notebook)
+    return nbformat.writes(notebook) + "\n"
+
+
+def notebook_path(exercise: Exercise):
+    return exercise.stub_path.with_suffix(".ipynb")
+
+
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     stale = []
     for exercise in EXERCISES:
         text = generate(exercise)
-        current = exercise.stub_path.read_text(encoding="utf-8") if exercise.stub_path.exists() else None
-        if current != text:
-            stale.append(exercise.stub_path)
-            if not check:
-                exercise.stub_path.parent.mkdir(parents=True, exist_ok=True)
-                exercise.stub_path.write_text(text, encoding="utf-8")
+        for path, content in ((exercise.stub_path, text), (notebook_path(exercise), generate_notebook(exercise, text))):
+            current = path.read_text(encoding="utf-8") if path.exists() else None
+            if current != content:
+                stale.append(path)
+                if not check:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(content, encoding="utf-8")
     for path in stale:
         print(f"{'stale' if check else 'wrote'}: {path}")
     return 1 if check and stale else 0

@@ -1,0 +1,130 @@
+"""`grade --watch`: grade again whenever a watched file is saved, in one warm process.
+
+The process imports torch and computes the references once, so a re-grade costs only
+the grading. Saves are noticed through inotify on Linux, by polling elsewhere (or
+when inotify is not available), and debounced: an editor that writes a file in
+several steps causes one re-grade.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import struct
+import sys
+import time
+from pathlib import Path
+
+IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
+IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
+
+
+class Changes:
+    """Waits for a change to any watched file: inotify when the kernel offers it, polling otherwise."""
+
+    def __init__(self, files: list[Path], directories: list[Path], interval: float = 0.1):
+        self.files, self.directories, self.interval = files, directories, interval
+        self.fd = self._inotify([str(d) for d in directories])
+        self.state = self.snapshot()
+
+    @staticmethod
+    def _inotify(directories: list[str]) -> int | None:
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+            if fd < 0:
+                return None
+            mask = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+            for directory in directories:
+                if libc.inotify_add_watch(fd, directory.encode(), mask) < 0:
+                    os.close(fd)
+                    return None
+            return fd
+        except (OSError, AttributeError):
+            return None
+
+    @property
+    def mechanism(self) -> str:
+        return "inotify" if self.fd is not None else f"polling every {self.interval:g} s"
+
+    def snapshot(self) -> dict:
+        paths = set(self.files)
+        for directory in self.directories:
+            paths |= {p for p in directory.glob("*") if p.suffix in (".py", ".ipynb")}
+        state = {}
+        for path in paths:
+            try:
+                info = path.stat()
+                state[path] = (info.st_mtime_ns, info.st_size)
+            except OSError:
+                state[path] = None
+        return state
+
+    def _wait_for_event(self, timeout: float) -> None:
+        if self.fd is None:
+            time.sleep(min(timeout, self.interval))
+            return
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if ready:
+            try:
+                while os.read(self.fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def wait(self, debounce: float = 0.05) -> None:
+        """Return once a watched file has changed and then stayed unchanged for `debounce` seconds."""
+        while True:
+            self._wait_for_event(1.0 if self.fd is not None else self.interval)
+            current = self.snapshot()
+            if current != self.state:
+                break
+        while True:  # debounce: let the writer finish
+            time.sleep(debounce)
+            settled = self.snapshot()
+            if settled == current:
+                break
+            current = settled
+        self.state = current
+
+
+def watch(*, paths: list[Path], directory: Path, exercise, timeout, settings, names, echo, clear=None) -> None:
+    """Grade, print, wait for a save, and again, until Ctrl-C."""
+    from grader.execution import SubmissionError
+    from grader.grading import grade_file, overview
+    from grader.reports import overview_report, text_report
+
+    if not paths and not directory.is_dir():
+        from grader.cli import BadInput
+
+        raise BadInput(f"there is no folder {directory}: pass the file to watch, or --dir PATH")
+    tty = sys.stdout.isatty() if clear is None else clear
+    files = [p.resolve() for p in paths]
+    changes = Changes(files, sorted({p.parent for p in files}) if files else [directory.resolve()])
+    what = ", ".join(str(p) for p in paths) if paths else f"{directory}/"
+    try:
+        while True:
+            started = time.perf_counter()
+            if paths:
+                parts = []
+                for path in paths:
+                    try:
+                        parts.append(text_report(grade_file(path=path, exercise=exercise, timeout=timeout,
+                                                            settings=settings, names=names), color=tty))
+                    except SubmissionError as exc:
+                        parts.append(f"{path}: {exc}")
+                text = "\n\n".join(parts)
+            else:
+                text = overview_report(overview(directory=directory, timeout=timeout, settings=settings), color=tty)
+            elapsed = (time.perf_counter() - started) * 1000
+            if tty:
+                echo("\033[2J\033[H", nl=False)
+            echo(text)
+            echo(f"\n[watching {what} ({changes.mechanism}) · graded in {elapsed:.0f} ms · Ctrl-C to stop]")
+            sys.stdout.flush()
+            changes.wait()
+    except KeyboardInterrupt:
+        echo("\nstopped watching.")
