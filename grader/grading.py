@@ -272,8 +272,8 @@ class OverviewEntry:
             return f"fix {self.exercise.id}: {result.error}"
         failing = [r for r in result.results if not r.status.passed]
         if failing:  # the first in the file: where a student reading top-down would start
-            r = min(failing, key=lambda r: r.line if r.line is not None else float("inf"))
-            where = f", line {r.line}" if r.line else ""
+            r = min(failing, key=lambda r: (r.cell or 0, r.line) if r.line is not None else (float("inf"), 0))
+            where = (f", cell {r.cell}, line {r.line}" if r.cell else f", line {r.line}") if r.line else ""
             return f"`{r.name}` in {self.exercise.id}{where} ({r.status.value})"
         if result.training is not None and not result.training.passed:
             return f"{self.exercise.id}'s training run: {result.training.describe()}"
@@ -295,16 +295,19 @@ def overview(*, directory: Path, timeout: float = DEFAULT_TIMEOUT, settings: Set
     """Grade every exercise's file under `directory` (`exercises/` in a checkout)."""
     entries = []
     for exercise in EXERCISES:
-        path = directory / f"{exercise.slug}.py"
-        if not path.exists():
+        candidates = [p for p in (directory / f"{exercise.slug}.py", directory / f"{exercise.slug}.ipynb") if p.exists()]
+        if not candidates:
+            path = directory / f"{exercise.slug}.py"
             entries.append(OverviewEntry(exercise, path, problem=f"not started: {path} does not exist"))
             continue
+        # The one the student worked on last; the .py stub when both are as new (a fresh checkout).
+        path = candidates[0]
+        if len(candidates) == 2 and candidates[1].stat().st_mtime > candidates[0].stat().st_mtime + 1:
+            path = candidates[1]
         try:
-            source = read_source(str(path))
+            result = grade_file(path=path, exercise=exercise.id, timeout=timeout, settings=settings)
         except SubmissionError as exc:
             entries.append(OverviewEntry(exercise, path, problem=str(exc)))
             continue
-        entries.append(OverviewEntry(exercise, path, grade_source(source=source, filename=str(path),
-                                                                  exercise=exercise, timeout=timeout,
-                                                                  settings=settings)))
+        entries.append(OverviewEntry(exercise, path, result))
     return entries

@@ -156,3 +156,18 @@ def test_setup_then_check_in_a_fresh_namespace():
     assert check(namespace).passed
     namespace["dh"] = namespace["dh"].T
     assert not check(namespace).passed
+
+
+def test_the_overview_grades_the_notebook_when_it_is_the_newer_file(tmp_path):
+    import os
+    import shutil
+
+    folder = tmp_path / "exercises"
+    folder.mkdir()
+    shutil.copy(EX1.stub_path, folder / EX1.stub_path.name)
+    solved = solved_notebook(tmp_path)
+    shutil.copy(solved, folder / solved.name)
+    old = (folder / EX1.stub_path.name).stat().st_mtime - 60
+    os.utime(folder / EX1.stub_path.name, (old, old))
+    result = CliRunner().invoke(cli, ["--dir", str(folder)])
+    assert result.output.startswith("ex1  ██████████ 26/26")
