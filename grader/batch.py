@@ -268,7 +268,7 @@ def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout:
               exercise: str | None = None, sandbox: str = "auto", student_pattern: str | None = None,
               settings: Settings = Settings(), log=print, warn=None, progress_stream=sys.stderr) -> dict:
     """Grade a class and write the outputs; returns the summary. Raises `BatchError` on bad input."""
-    from grader.sandbox import Worker, bwrap_path
+    from grader.sandbox import bwrap_path
 
     if exercise is not None and exercise not in BY_ID:
         raise BatchError(f"there is no exercise {exercise!r}; choose one of {', '.join(BY_ID)}")

@@ -198,7 +198,7 @@ def hint_command(name):
     Example: grade hint dbnvar
     """
     from grader.exercises import EXERCISES
-    from grader.hints import HINTS, hint_for
+    from grader.hints import hint_for
 
     hint = hint_for(name if name.startswith("d") else "d" + name)
     if hint is None:

@@ -163,13 +163,14 @@ class FileResult:
         }
 
 
-def _shape(shape) -> str:
+def shape_text(shape) -> str:
+    """`(32, 27)`, and `(64,)` for one axis, as Python prints a tuple."""
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def shape_hint(name: str, tensor: str, expected: tuple[int, ...], got: tuple[int, ...]) -> str:
     """Why a gradient has the wrong shape, in terms of the likely mistake."""
-    base = f"`{name}` has shape {_shape(got)} but `{tensor}` has shape {_shape(expected)}"
+    base = f"`{name}` has shape {shape_text(got)} but `{tensor}` has shape {shape_text(expected)}"
     if len(got) == 2 and got == expected[::-1]:
         return f"{base}: that is the transpose; did you mean `.T`, or the operands of `@` the other way round?"
     squeezed = tuple(s for s in expected if s != 1)
@@ -189,7 +190,7 @@ def shape_hint(name: str, tensor: str, expected: tuple[int, ...], got: tuple[int
         which = "dim " + ", ".join(str(d) for d in dims) if len(dims) > 1 else f"dim {dims[0]}"
         keep = " with `keepdim=True`" if offset == 0 else ""
         return (
-            f"{base}: `{tensor}` was broadcast to {_shape(got)} in the forward pass, "
+            f"{base}: `{tensor}` was broadcast to {shape_text(got)} in the forward pass, "
             f"so its gradient must be summed over {which}{keep}"
         )
     if math.prod(got) == math.prod(expected):

@@ -21,31 +21,23 @@ SUBMISSION = Path("/autograder/submission")
 RESULTS = Path("/autograder/results/results.json")
 
 
+def _test(name: str, number: str, passed: bool, points: float, output: str) -> dict:
+    """One entry of `tests`, in Gradescope's field names."""
+    return {"name": name, "number": number, "score": points if passed else 0.0, "max_score": points,
+            "status": "passed" if passed else "failed", "output": output, "visibility": "visible"}
+
+
 def _tests(result: FileResult, exercise_number: int) -> list[dict]:
     tests = []
     for number, r in enumerate(result.results, start=1):
         lines = [f"{r.status.value}" + (f" (maxdiff {r.maxdiff:.1e})" if r.maxdiff else "")
                  + (f", line {r.line}" if r.line else "")]
         lines += [text for text in (r.hint, r.about, r.warning) if text]
-        tests.append({
-            "name": f"{result.exercise}: {r.name}",
-            "number": f"{exercise_number}.{number}",
-            "score": result.points if r.status.passed else 0.0,
-            "max_score": result.points,
-            "status": "passed" if r.status.passed else "failed",
-            "output": "\n".join(lines),
-            "visibility": "visible",
-        })
+        tests.append(_test(f"{result.exercise}: {r.name}", f"{exercise_number}.{number}", r.status.passed,
+                           result.points, "\n".join(lines)))
     if result.training is not None:
-        tests.append({
-            "name": f"{result.exercise}: training run",
-            "number": f"{exercise_number}.{len(result.results) + 1}",
-            "score": result.points if result.training.passed else 0.0,
-            "max_score": result.points,
-            "status": "passed" if result.training.passed else "failed",
-            "output": result.training.describe(),
-            "visibility": "visible",
-        })
+        tests.append(_test(f"{result.exercise}: training run", f"{exercise_number}.{len(result.results) + 1}",
+                           result.training.passed, result.points, result.training.describe()))
     return tests
 
 

@@ -14,14 +14,11 @@ from __future__ import annotations
 import ast
 import sys
 
+from grader.compare import shape_text as _shape
 from grader.exercises import EXERCISES, Exercise
 from grader.execution import assigned_names
 from grader.grading import first_reference
 from grader.network import PARAMETER_NAMES, forward_source
-
-
-def _shape(tensor) -> str:
-    return "(" + ", ".join(str(s) for s in tensor.shape) + ("," if tensor.dim() == 1 else "") + ")"
 
 
 def header(exercise: Exercise) -> list[str]:
@@ -51,11 +48,11 @@ def header(exercise: Exercise) -> list[str]:
         f"#   sizes: n = batch_size = {sizes['batch_size']}, vocab_size = {sizes['vocab_size']}, "
         f"block_size = {sizes['block_size']}, n_embd = {sizes['n_embd']}, n_hidden = {sizes['n_hidden']}",
         "#   (use these names: your code is also graded at other sizes)",
-        "#   parameters: " + ", ".join(f"{p} {_shape(tensors[p])}" for p in PARAMETER_NAMES),
-        f"#   the batch: Xb {_shape(tensors['Xb'])} and Yb {_shape(tensors['Yb'])}, character indices",
+        "#   parameters: " + ", ".join(f"{p} {_shape(tensors[p].shape)}" for p in PARAMETER_NAMES),
+        f"#   the batch: Xb {_shape(tensors['Xb'].shape)} and Yb {_shape(tensors['Yb'].shape)}, character indices",
     ]
     for name in exercise.given:
-        out.append(f"#   given: {name} {_shape(ref.gradients[name[1:]])}, the correct gradient of `{name[1:]}`")
+        out.append(f"#   given: {name} {_shape(ref.gradients[name[1:]].shape)}, the correct gradient of `{name[1:]}`")
     out += ["#   every tensor of the forward pass that is assigned below:", "#"]
     out += [f"#   {line}".rstrip() for line in forward_block(exercise)]
     return out + [""]
@@ -80,7 +77,7 @@ def forward_block(exercise: Exercise) -> list[str]:
             out.append(line)
             continue
         target = stripped.split("=")[0].strip()
-        shape = _shape(tensors[target]) if target in tensors else ""
+        shape = _shape(tensors[target].shape) if target in tensors else ""
         note = f"  # {' '.join(part for part in (shape, comment.strip()) if part)}"
         out.append(f"{code.ljust(width)}{note}".rstrip())
     return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import os
 import select
-import struct
 import sys
 import time
 from pathlib import Path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from grader.compare import Status
-from grader.exercises import EX1
 
 from conftest import by_name, grade_text, replace_line
 

@@ -11,7 +11,7 @@ import zipfile
 from click.testing import CliRunner
 
 from grader.cli import cli
-from grader.exercises import EX1, EX2
+from grader.exercises import EX2
 
 from conftest import SOLUTION, replace_line
 

@@ -14,12 +14,11 @@ from grader import check, setup
 from grader.cli import cli
 from grader.compare import Status
 from grader.exercises import EX1, EXERCISES
-from grader.execution import SubmissionError
 from grader.grading import grade_file
 from grader.network import forward, reference
 from grader.stubs import generate_notebook, notebook_path
 
-from conftest import SOLUTION, replace_line
+from conftest import SOLUTION
 
 ANSWERS = {m.group(1): m.group(0).split("  #")[0] for m in re.finditer(r"^(d\w+) = .*$", SOLUTION, re.M)}
 
