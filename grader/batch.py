@@ -268,7 +268,7 @@ def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout:
               exercise: str | None = None, sandbox: str = "auto", student_pattern: str | None = None,
               settings: Settings = Settings(), log=print, warn=None, progress_stream=sys.stderr) -> dict:
     """Grade a class and write the outputs; returns the summary. Raises `BatchError` on bad input."""
-    from grader.sandbox import bwrap_path
+    from grader.sandbox import Worker, bwrap_path
 
     if exercise is not None and exercise not in BY_ID:
         raise BatchError(f"there is no exercise {exercise!r}; choose one of {', '.join(BY_ID)}")
@@ -290,12 +290,24 @@ def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout:
             "your files and reach the network; only the time and resource limits apply. Install bubblewrap "
             "for the sandbox.")
 
+    if submissions.is_file() and not zipfile.is_zipfile(submissions):
+        raise BatchError(f"{submissions} is not a zip file")
+    if not submissions.is_dir() and not submissions.is_file():
+        raise BatchError(f"{submissions} is neither a folder nor a zip file")
+    # Workers import torch while this process finds the submissions.
+    workers = [Worker(bwrap) for _ in range(jobs or os.cpu_count() or 1)]
+    try:
+        return _run(submissions, out, workers, timeout, exercise, student_pattern, settings, log, progress_stream)
+    finally:
+        for worker in workers:
+            worker.close()
+
+
+def _run(submissions, out, workers, timeout, exercise, student_pattern, settings, log, progress_stream) -> dict:
     with tempfile.TemporaryDirectory(prefix="grade-batch-") as scratch:
         root = submissions
         if submissions.is_file():
             root = extract_zip(submissions, Path(scratch))
-        elif not submissions.is_dir():
-            raise BatchError(f"{submissions} is neither a folder nor a zip file")
         found = discover(root, student_pattern=student_pattern, only=exercise)
 
     version = grader_version()
@@ -307,23 +319,19 @@ def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout:
         + (f"; {len(found.unrecognised)} files not recognised" if found.unrecognised else ""))
 
     if pending:
-        _grade_all(pending, results_path, version, jobs or os.cpu_count() or 1, bwrap, timeout, settings,
-                   progress_stream)
+        _grade_all(pending, results_path, version, workers[: len(pending)], timeout, settings, progress_stream)
     return write_outputs(found, out, version, log=log)
 
 
-def _grade_all(pending, results_path, version, jobs, bwrap, timeout, settings, progress_stream) -> None:
+def _grade_all(pending, results_path, version, workers, timeout, settings, progress_stream) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from grader.sandbox import Worker
-
     work: queue.Queue = queue.Queue()
     for submission in pending:
         work.put(submission)
     results = ResultLog(results_path)
     progress = Progress(len(pending), progress_stream)
-    workers = [Worker(bwrap) for _ in range(min(jobs, len(pending)))]
     failures: list[BaseException] = []
 
     def loop(worker):
@@ -349,8 +357,6 @@ def _grade_all(pending, results_path, version, jobs, bwrap, timeout, settings, p
         for thread in threads:
             thread.join()
     finally:
-        for worker in workers:
-            worker.close()
         results.close()
     if failures:
         raise failures[0]
