@@ -245,9 +245,32 @@ def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float 
                settings: Settings = Settings(), names: dict[str, str] | None = None) -> FileResult:
     """Grade one `.py` or `.ipynb` file. Raises `SubmissionError` (one sentence) when it cannot be graded."""
     loaded = load_submission(path=path, exercise=exercise, names=names)
-    result = grade_source(source=loaded.source, filename=str(path), exercise=loaded.exercise, timeout=timeout,
-                          settings=settings)
+    result = _suggest_for_missing(grade_source(source=loaded.source, filename=str(path), exercise=loaded.exercise,
+                                               timeout=timeout, settings=settings), path)
     return _in_cells(result, loaded.origin) if loaded.origin is not None else result
+
+
+def _suggest_for_missing(result: FileResult, path) -> FileResult:
+    """A gradient never assigned, in a file that assigns a name much like it: suggest --names."""
+    from grader.notebooks import read_notebook, suggest_names
+
+    missing = tuple(r.name for r in result.results if r.status is Status.MISSING)
+    if not missing:
+        return result
+    text = read_source(str(path))
+    if str(path).endswith(".ipynb"):
+        guesses = suggest_names(read_notebook(str(path), text), missing)
+    else:
+        import types
+
+        cell = {"cell_type": "code", "source": text}
+        guesses = suggest_names(types.SimpleNamespace(cells=[cell]), missing)
+    by_target = {new: old for old, new in guesses.items()}
+    return replace(result, results=tuple(
+        replace(r, hint=f"`{r.name}` is never assigned; is your `{by_target[r.name]}` it? "
+                        f"Then grade with --names {by_target[r.name]}={r.name}")
+        if r.name in by_target else r
+        for r in result.results))
 
 
 @dataclass(frozen=True)

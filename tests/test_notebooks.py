@@ -170,3 +170,12 @@ def test_the_overview_grades_the_notebook_when_it_is_the_newer_file(tmp_path):
     os.utime(folder / EX1.stub_path.name, (old, old))
     result = CliRunner().invoke(cli, ["--dir", str(folder)])
     assert result.output.startswith("ex1  ██████████ 26/26")
+
+
+def test_a_missing_gradient_with_a_look_alike_name_suggests_the_mapping(tmp_path):
+    path = tmp_path / "ex1_backprop_all.py"
+    path.write_text(SOLUTION.replace("dbnvar_inv", "d_bnvar_inv"))
+    result = grade_file(path=path)
+    row = next(r for r in result.results if r.name == "dbnvar_inv")
+    assert row.status is Status.MISSING and "--names d_bnvar_inv=dbnvar_inv" in row.hint
+    assert all(r.hint is None for r in grade_file(path=EX1.solution_path).results)
