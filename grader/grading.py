@@ -198,8 +198,6 @@ def scope_names(exercise: Exercise) -> set[str]:
 
 def load_submission(*, path: str | Path, exercise: str | None = None, names: dict[str, str] | None = None) -> Loaded:
     """Read a `.py` or `.ipynb` file and find its exercise. Raises `SubmissionError` (one sentence)."""
-    from grader.notebooks import notebook_source, read_notebook, suggest_names
-
     path = str(path)
     if Path(path).is_dir():
         raise SubmissionError(f"{path} is a directory, not a Python file or notebook")
@@ -208,6 +206,8 @@ def load_submission(*, path: str | Path, exercise: str | None = None, names: dic
     text = read_source(path)
     if Path(path).suffix == ".py":
         return Loaded(text, resolve_exercise(source=text, path=path, exercise=exercise))
+    from grader.notebooks import notebook_source, read_notebook, suggest_names  # nbformat: only for notebooks
+
     everything = notebook_source(path, text, names=names)
     try:
         chosen = resolve_exercise(source=everything.source, path=path, exercise=exercise)
@@ -252,11 +252,10 @@ def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float 
 
 def _suggest_for_missing(result: FileResult, path) -> FileResult:
     """A gradient never assigned, in a file that assigns a name much like it: suggest --names."""
-    from grader.notebooks import read_notebook, suggest_names
-
     missing = tuple(r.name for r in result.results if r.status is Status.MISSING)
     if not missing:
         return result
+    from grader.notebooks import read_notebook, suggest_names
     text = read_source(str(path))
     if str(path).endswith(".ipynb"):
         guesses = suggest_names(read_notebook(str(path), text), missing)
