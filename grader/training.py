@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from grader.execution import (
-    Reader, WorkerDied, _student_error, current_executor, decode_tensor, encode_value, send,
-)
+from grader.execution import WorkerDied, _student_error, current_executor
+from grader.wire import Reader, decode_tensor, encode_value, send
 from grader.network import (
     LECTURE, TRAINING, Config, Vocabulary, backward_pass, build_dataset, forward_fused, init_parameters, load_words,
     split_words, PARAMETER_NAMES,
