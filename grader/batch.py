@@ -226,14 +226,13 @@ def _record(submission: Submission, result: FileResult, version: str) -> dict:
 
 def grade_submission(submission: Submission, *, timeout: float, settings: Settings) -> FileResult:
     """One submission's result; a file that cannot be read becomes an `error` result, never an exception."""
-    from grader.grading import _file_error, _in_cells, first_reference, grade_source
+    from grader.grading import Loaded, _file_error, first_reference, grade_loaded
 
     exercise = submission.exercise
     if submission.problem:
         return _file_error(exercise, first_reference(exercise), submission.name, submission.problem)
-    result = grade_source(source=submission.source, filename=submission.name, exercise=exercise,
-                          timeout=timeout, settings=settings)
-    return _in_cells(result, submission.origin) if submission.origin else result
+    loaded = Loaded(submission.source, exercise, submission.origin)
+    return grade_loaded(loaded, path=submission.path, filename=submission.name, timeout=timeout, settings=settings)
 
 
 # --- running ---

@@ -245,8 +245,14 @@ def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float 
                settings: Settings = Settings(), names: dict[str, str] | None = None) -> FileResult:
     """Grade one `.py` or `.ipynb` file. Raises `SubmissionError` (one sentence) when it cannot be graded."""
     loaded = load_submission(path=path, exercise=exercise, names=names)
-    result = _suggest_for_missing(grade_source(source=loaded.source, filename=str(path), exercise=loaded.exercise,
-                                               timeout=timeout, settings=settings), path)
+    return grade_loaded(loaded, path=Path(path), filename=str(path), timeout=timeout, settings=settings)
+
+
+def grade_loaded(loaded: Loaded, *, path: Path, filename: str, timeout: float, settings: Settings) -> FileResult:
+    """Grade what `load_submission` read, and report it against the file as the student sees it."""
+    result = grade_source(source=loaded.source, filename=filename, exercise=loaded.exercise,
+                          timeout=timeout, settings=settings)
+    result = _suggest_for_missing(result, path)
     return _in_cells(result, loaded.origin) if loaded.origin is not None else result
 
 
