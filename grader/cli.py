@@ -41,6 +41,10 @@ def cli():
     grade exercises/ex1_backprop_all.py          the per-tensor table
     grade exercises/ex1_backprop_all.py --json   the same as JSON
     grade exercises/ex4_training.py --train      train the network on your gradients
+    grade --watch exercises/ex1_backprop_all.py  grade again at every save
+
+    The options for grading files (--json, --exercise, --names, --watch, ...):
+    grade files --help
     """
 
 
@@ -60,7 +64,7 @@ def cli():
               help="Your own gradient names: old=new,... (e.g. d_log_probs=dlogprobs) or a file of such lines.")
 @click.option("--watch", is_flag=True, help="Grade again whenever a file is saved (Ctrl-C to stop).")
 def files_command(paths, as_json, exercise, timeout, directory, train, steps, config_path, names_text, watch):
-    """Grade .py files and print, for every gradient, its verdict and a hint.
+    """Grade .py and .ipynb files and print, for every gradient, its verdict and a hint.
     With no PATH, grade every exercise under ./exercises, one line each.
 
     Example: grade exercises/ex1_backprop_all.py
