@@ -16,7 +16,7 @@
 # In scope (the grader runs the forward pass and provides them):
 #   torch, F (torch.nn.functional)
 #   sizes: n = batch_size = 32, vocab_size = 27, block_size = 3, n_embd = 10, n_hidden = 200
-#   (use these names: your code is also graded at other sizes)
+#   (use these names, not the numbers)
 #   parameters: C (27, 10), W1 (30, 200), b1 (200,), W2 (200, 27), b2 (27,), bngain (1, 200), bnbias (1, 200)
 #   the batch: Xb (32, 3) and Yb (32,), character indices
 #   every tensor of the forward pass that is assigned below:

@@ -47,7 +47,8 @@ def header(exercise: Exercise) -> list[str]:
         "#   torch, F (torch.nn.functional)",
         f"#   sizes: n = batch_size = {sizes['batch_size']}, vocab_size = {sizes['vocab_size']}, "
         f"block_size = {sizes['block_size']}, n_embd = {sizes['n_embd']}, n_hidden = {sizes['n_hidden']}",
-        "#   (use these names: your code is also graded at other sizes)",
+        "#   (use these names: your code is also graded at other sizes)" if len(exercise.configs) > 1
+        else "#   (use these names, not the numbers)",
         "#   parameters: " + ", ".join(f"{p} {_shape(tensors[p].shape)}" for p in PARAMETER_NAMES),
         f"#   the batch: Xb {_shape(tensors['Xb'].shape)} and Yb {_shape(tensors['Yb'].shape)}, character indices",
     ]
