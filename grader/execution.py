@@ -2,16 +2,19 @@
 
 The plan (which statement makes the final assignment to each gradient, which are
 still blank) is worked out here, in the grader's process, from the syntax tree.
-A forked child then executes the statements with the reference tensors in scope.
+A child process then executes the statements with the reference tensors in scope.
 As soon as a statement has made its final assignment to `dX`, the child sends a
 copy of the student's value back and puts the *reference* gradient in its place,
 so that every later line is judged on correct inputs. Before every statement the
-forward tensors and the injected gradients are restored from fresh copies, so no
-in-place change by the student can leak into another line's verdict.
+forward tensors and the injected gradients are restored from fresh copies when the
+student changed them, so no in-place change can leak into another line's verdict.
 
-Values come back over a pipe as a JSON header plus raw tensor bytes: nothing the
-child writes is ever unpickled or executed by the grader. The child has a
-wall-clock limit; whatever it sent before it hung, crashed or exited is kept.
+The child is forked here (single-file `grade`) or by a warm, possibly sandboxed
+worker (`grader.sandbox`, batch grading): the *executor* decides, and a job is
+named by plain data (`run_job`) so either can start it. Values come back over a
+pipe in the format of `grader.wire`: nothing the child writes is ever unpickled or
+executed. The child has a wall-clock limit; whatever it sent before it hung,
+crashed or exited is kept.
 """
 
 from __future__ import annotations
