@@ -269,9 +269,9 @@ def rounding_hints(results, exercise, ref64: Reference, run64: Run, settings: Se
     out = []
     for result in results:
         answer = run64.answers.get(result.name)
-        near = result.probe != "fail" and result.status is Status.APPROX or result.probe != "fail" and (
-            result.status is Status.FAIL and not result.policy and result.maxdiff is not None
-            and result.got_shape == result.expected_shape and result.maxdiff < 1e-4)
+        near_fail = (result.status is Status.FAIL and not result.policy and result.maxdiff is not None
+                     and result.got_shape == result.expected_shape and result.maxdiff < 1e-4)
+        near = result.probe != "fail" and (result.status is Status.APPROX or near_fail)
         if near and answer is not None and answer.value is not None:
             tight = Settings(rtol=1e-10, atol=1e-13)
             check = compare(answer, ref64.gradients[exercise.tensor_of(result.name)], exercise.tensor_of(result.name),
