@@ -264,15 +264,19 @@ def apply_mutations(results, run: Run) -> tuple[TensorResult, ...]:
     )
 
 
+def is_near_miss(result: TensorResult) -> bool:
+    """A pass that is not exact, or a fail by less than 1e-4: rounding might explain it."""
+    near_fail = (result.status is Status.FAIL and not result.policy and result.maxdiff is not None
+                 and result.got_shape == result.expected_shape and result.maxdiff < 1e-4)
+    return result.probe != "fail" and (result.status is Status.APPROX or near_fail)
+
+
 def rounding_hints(results, exercise, ref64: Reference, run64: Run, settings: Settings) -> tuple[TensorResult, ...]:
     """A near miss whose float64 re-run matches the float64 reference is only rounding."""
     out = []
     for result in results:
         answer = run64.answers.get(result.name)
-        near_fail = (result.status is Status.FAIL and not result.policy and result.maxdiff is not None
-                     and result.got_shape == result.expected_shape and result.maxdiff < 1e-4)
-        near = result.probe != "fail" and (result.status is Status.APPROX or near_fail)
-        if near and answer is not None and answer.value is not None:
+        if is_near_miss(result) and answer is not None and answer.value is not None:
             tight = Settings(rtol=1e-10, atol=1e-13)
             check = compare(answer, ref64.gradients[exercise.tensor_of(result.name)], exercise.tensor_of(result.name),
                             settings=tight)

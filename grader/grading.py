@@ -113,7 +113,7 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
             # feeds each line the values it was judged on, so its verdicts are the same.
             chained = results
         results = diagnose.apply_chained(results, chained)
-        if any(r.status is Status.APPROX or (r.status is Status.FAIL and r.maxdiff is not None) for r in results):
+        if any(diagnose.is_near_miss(r) for r in results):  # only then can a float64 run explain anything
             ref64 = reference(exercise.configs[0], torch.float64)
             _, run64 = judge(ref64, options=Options(float64=True))
             results = diagnose.rounding_hints(results, exercise, ref64, run64, settings)
