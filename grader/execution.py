@@ -188,6 +188,11 @@ class _BoundedText(io.TextIOBase):
             self.dropped = True
         return len(text)
 
+    def reset(self) -> None:
+        """Start over: each run of a job reports only its own output."""
+        self.parts.clear()
+        self.size, self.dropped = 0, False
+
     def getvalue(self) -> str:
         return "".join(self.parts) + ("\n[... output cut ...]" if self.dropped else "")
 
@@ -367,28 +372,34 @@ def _probe(write_fd, code, namespace, tensors, name, upstream: dict[str, torch.T
 DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def _run_reference(run: dict):
+    """The reference one run of a job is judged against."""
+    config = Config.from_dict(run["config"])
+    if run.get("step") is not None:
+        from grader.training import autograd_run
+
+        return autograd_run(config)[0][run["step"]]
+    return reference(config, DTYPE_NAMES[run["dtype"]])
+
+
 def run_job(job: str, args: dict, write_fd: int, output) -> None:
     """The body of a student process, named so that a worker in a sandbox can run it from a request.
 
-    `execute`: one run of a file against one reference (see `run_submission`);
-    `train`: a training run on the student's gradients (see `grader.training`)."""
+    `execute`: runs of a file, each against one reference, one after the other in this process
+    (see `run_submissions`); `train`: a training run on the student's gradients (`grader.training`)."""
     if job == "execute":
         from grader.diagnose import probe_inputs
         from grader.exercises import BY_ID
 
         exercise = BY_ID[args["exercise"]]
-        config = Config.from_dict(args["config"])
-        if args.get("step") is not None:
-            from grader.training import autograd_run
-
-            ref = autograd_run(config)[0][args["step"]]
-        else:
-            ref = reference(config, DTYPE_NAMES[args["dtype"]])
-        options = Options(**args["options"])
         the_plan = plan(args["source"], args["filename"], exercise.targets)
-        probes = probe_inputs(exercise, ref, the_plan) if options.probe else {}
-        _execute(write_fd, ref, the_plan, args["filename"], exercise.targets, output, exercise.scope,
-                 exercise.given, options, probes)
+        for run in args["runs"]:
+            ref = _run_reference(run)
+            options = Options(**run["options"])
+            probes = probe_inputs(exercise, ref, the_plan) if options.probe else {}
+            output.reset()
+            _execute(write_fd, ref, the_plan, args["filename"], exercise.targets, output, exercise.scope,
+                     exercise.given, options, probes)
     elif job == "train":
         from grader.training import train_body
 
@@ -399,29 +410,24 @@ def run_job(job: str, args: dict, write_fd: int, output) -> None:
 
 def warm_job(job: str, args: dict) -> None:
     """Compute, in a long-lived worker, what a job's forked process will read (cached there)."""
+    if job == "train":
+        from grader.training import training_data
+
+        training_data(Config.from_dict(args["config"]))
+        return
+    from grader.diagnose import probe_inputs
     from grader.exercises import BY_ID
     from grader.graph import lines_of
 
-    the_plan = None
-    if "exercise" in args:
-        exercise = BY_ID[args["exercise"]]
-        lines_of(exercise.forward)  # parsed once here, not in every fork
-        try:
-            the_plan = plan(args["source"], args["filename"], exercise.targets)
-        except SyntaxError:
-            the_plan = None
-    config = Config.from_dict(args["config"])
-    if job == "train" or args.get("step") is not None:
-        from grader.training import autograd_run, training_data
-
-        training_data(config)
-        if job == "execute":
-            autograd_run(config)
-    else:
-        ref = reference(config, DTYPE_NAMES[args["dtype"]])
-        if args["options"].get("probe") and the_plan is not None:
-            from grader.diagnose import probe_inputs
-
+    exercise = BY_ID[args["exercise"]]
+    lines_of(exercise.forward)  # parsed once here, not in every fork
+    try:
+        the_plan = plan(args["source"], args["filename"], exercise.targets)
+    except SyntaxError:
+        return
+    for run in args["runs"]:
+        ref = _run_reference(run)
+        if run["options"].get("probe"):
             probe_inputs(exercise, ref, the_plan)  # its random values are cached here too
 
 
@@ -456,8 +462,58 @@ def run_submission(
 ) -> Run:
     """Execute a student's source against the reference of one configuration and collect an
     `Answer` per target. A `SyntaxError` is raised for source that does not parse."""
-    options = options or Options()
+    spec = RunSpec(config, dtype, step, options or Options())
+    return run_submissions(source=source, filename=filename, exercise=exercise, specs=[spec], timeout=timeout)[0]
+
+
+@dataclass
+class RunSpec:
+    """One run of a file: the reference it is judged against, and how it runs."""
+
+    config: Config
+    dtype: torch.dtype = torch.float32
+    step: int | None = None
+    options: Options = field(default_factory=Options)
+
+    def to_dict(self) -> dict:
+        return dict(config=self.config.to_dict(), dtype=str(self.dtype).removeprefix("torch."), step=self.step,
+                    options=dataclasses.asdict(self.options))
+
+
+def run_submissions(*, source: str, filename: str, exercise, specs: list[RunSpec],
+                    timeout: float = DEFAULT_TIMEOUT) -> list[Run]:
+    """Several runs of a file, one after the other in one student process (one fork, not several);
+    each has its own time limit. A `SyntaxError` is raised for source that does not parse."""
     the_plan = plan(source, filename, exercise.targets)
+    runs = [_new_run(the_plan) for _ in specs]
+    executor = current_executor()
+    args = dict(exercise=exercise.id, source=source, filename=filename, runs=[spec.to_dict() for spec in specs])
+    try:
+        handle, read_fd = executor.spawn("execute", args, timeout * len(specs))
+    except WorkerDied as exc:
+        for run in runs:
+            run.error = str(exc)
+            _fill_unanswered(run, exercise.targets)
+        return runs
+    reader = Reader(read_fd, 0.0)
+    messages = reader.messages()
+    try:
+        for number, run in enumerate(runs):
+            if number and runs[number - 1].error:
+                run.error = f"not run: {runs[number - 1].error}"
+                continue
+            reader.deadline = time.monotonic() + timeout
+            _collect(messages, run, the_plan, timeout)
+    finally:
+        os.close(read_fd)
+        executor.reap(handle)
+    for run in runs:
+        _fill_unanswered(run, exercise.targets)
+    return runs
+
+
+def _new_run(the_plan: Plan) -> Run:
+    """A run's answers before anything runs: the missing and the blank targets."""
     run = Run(plan=the_plan)
     for name in the_plan.missing:
         run.answers[name] = Answer(name=name, kind="missing")
@@ -465,19 +521,14 @@ def run_submission(
         statement = the_plan.statements[index]
         if statement.blank:
             run.answers[name] = Answer(name=name, line=statement.line, kind="blank")
+    return run
 
-    executor = current_executor()
-    args = dict(exercise=exercise.id, config=config.to_dict(), dtype=str(dtype).removeprefix("torch."), step=step,
-                source=source, filename=filename, options=dataclasses.asdict(options))
-    try:
-        handle, read_fd = executor.spawn("execute", args, timeout)
-    except WorkerDied as exc:
-        run.error = str(exc)
-        _fill_unanswered(run, exercise.targets)
-        return run
+
+def _collect(messages, run: Run, the_plan: Plan, timeout: float) -> None:
+    """Read one run's messages, up to its `done`, into `run`; a time limit or a crash becomes its error."""
     current_line, finished = None, False
     try:
-        for header, payload in Reader(read_fd, time.monotonic() + timeout).messages():
+        for header, payload in messages:
             kind = header.get("t")
             if kind == "line":
                 current_line = header.get("line")
@@ -507,20 +558,15 @@ def run_submission(
                 run.output = str(header.get("text", ""))[: MAX_OUTPUT + 40]
             elif kind == "done":
                 finished = True
+                break
     except TimeoutError:
         where = f" (still running line {current_line})" if current_line else ""
         run.error = f"time limit of {timeout:g} s exceeded{where}"
     except (ValueError, json.JSONDecodeError):
         run.error = "the student process sent malformed data"
-    finally:
-        os.close(read_fd)
-        executor.reap(handle)
-
     if not finished and run.error is None:
         where = f" at line {current_line}" if current_line else ""
         run.error = f"the student process ended abruptly{where} (os._exit, a signal or a crash)"
-    _fill_unanswered(run, exercise.targets)
-    return run
 
 
 class WorkerDied(Exception):

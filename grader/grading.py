@@ -16,7 +16,8 @@ from grader import diagnose
 from grader.compare import FileResult, Settings, Status, TensorResult, compare
 from grader.exercises import BY_ID, EXERCISES, Exercise, recognise
 from grader.execution import (
-    DEFAULT_TIMEOUT, Options, SubmissionError, assigned_names, plan, read_source, run_submission,
+    DEFAULT_TIMEOUT, Options, RunSpec, SubmissionError, assigned_names, plan, read_source, run_submission,
+    run_submissions,
 )
 from grader.network import Reference, reference
 
@@ -57,13 +58,18 @@ def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, ti
     """Run a source against one reference and compare every target: (results, run)."""
     run = run_submission(source=source, filename=filename, exercise=exercise, config=ref.config,
                          dtype=ref.tensors["loss"].dtype, step=ref.step, timeout=timeout, options=options)
+    return _verdicts(exercise, ref, run, settings), run
+
+
+def _verdicts(exercise: Exercise, ref: Reference, run, settings: Settings) -> tuple[TensorResult, ...]:
+    """Every target of one run compared with one reference, then the policy applied."""
     results = tuple(
         compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t),
                 settings=settings, n=ref.sizes["n"])
         for t in exercise.targets
     )
     allowed = exercise.allowed + settings.allow.get(exercise.id, ())
-    return diagnose.apply_policy(results, run.plan, allowed), run
+    return diagnose.apply_policy(results, run.plan, allowed)
 
 
 def _worst(per_step: list[TensorResult]) -> TensorResult:
@@ -91,14 +97,14 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
 
     # Line by line at every configuration; the lecture's run also probes with random upstream gradients.
     probes = diagnose.probe_inputs(exercise, ref, the_plan)
-    per_config = []
-    for config in exercise.configs:
-        options = Options(probe=True) if config == exercise.configs[0] else None
-        results, run = judge(reference(config), options=options)
-        per_config.append((config, results, run))
-        if run.error or not any(r.status.passed for r in per_config[0][1]):
-            break  # other sizes can only fail lines that pass here
-    run = per_config[0][2]
+    results, run = judge(ref, options=Options(probe=True))
+    per_config = [(exercise.configs[0], results, run)]
+    others = exercise.configs[1:]
+    if others and run.error is None and any(r.status.passed for r in results):  # else other sizes change nothing
+        runs = run_submissions(source=source, filename=filename, exercise=exercise, timeout=timeout,
+                               specs=[RunSpec(config) for config in others])  # one process for all of them
+        for config, other in zip(others, runs):
+            per_config.append((config, _verdicts(exercise, reference(config), other, settings), other))
     error = next((r.error for _, _, r in per_config if r.error), None)
     results = diagnose.combine_configs(per_config)
     results = diagnose.apply_probes(results, exercise, ref, run, probes)
