@@ -97,14 +97,15 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
 
     # Line by line at every configuration; the lecture's run also probes with random upstream gradients.
     probes = diagnose.probe_inputs(exercise, ref, the_plan)
-    results, run = judge(ref, options=Options(probe=True))
-    per_config = [(exercise.configs[0], results, run)]
-    others = exercise.configs[1:]
-    if others and run.error is None and any(r.status.passed for r in results):  # else other sizes change nothing
-        runs = run_submissions(source=source, filename=filename, exercise=exercise, timeout=timeout,
-                               specs=[RunSpec(config) for config in others])  # one process for all of them
-        for config, other in zip(others, runs):
-            per_config.append((config, _verdicts(exercise, reference(config), other, settings), other))
+    # All sizes in one student process; the lecture's run also probes with random upstream gradients.
+    specs = [RunSpec(config, options=Options(probe=i == 0)) for i, config in enumerate(exercise.configs)]
+    runs = run_submissions(source=source, filename=filename, exercise=exercise, timeout=timeout, specs=specs)
+    per_config = []
+    for config, run in zip(exercise.configs, runs):
+        per_config.append((config, _verdicts(exercise, reference(config), run, settings), run))
+        if run.error or not any(r.status.passed for r in per_config[0][1]):
+            break  # the runs after an error did not run; other sizes can only fail lines that pass here
+    run = runs[0]  # the lecture's sizes: the run the report and the diagnosis speak of
     error = next((r.error for _, _, r in per_config if r.error), None)
     results = diagnose.combine_configs(per_config)
     results = diagnose.apply_probes(results, exercise, ref, run, probes)
