@@ -38,6 +38,7 @@ SUFFIXES = (".py", ".ipynb")
 LMS_PATTERN = r"^(?P<student>[^_]+?)(?:_LATE)?_\d+(?:_\d+)?_(?P<file>.+)$"
 # Otherwise `alice_ex1_backprop_all.py` or `alice-ex1.py`: the student is what precedes the exercise.
 NAME_PATTERN = r"^(?P<student>.+?)[_\-. ](?P<file>ex\d.*)$"
+THREADS_PER_WORKER = 2
 MAX_ZIP_BYTES = 2 << 30
 MAX_ZIP_FILES = 100_000
 
@@ -349,7 +350,10 @@ def _grade_all(pending, results_path, version, workers, timeout, settings, progr
             with results.lock:
                 progress.step(f"{submission.student} {submission.exercise.id}")
 
-    threads = [threading.Thread(target=loop, args=(w,), daemon=True) for w in workers]
+    # Two grading threads per worker: while one waits on a slow student process, the other keeps
+    # its core busy (the worker only forks; the student processes run side by side).
+    threads = [threading.Thread(target=loop, args=(w,), daemon=True)
+               for w in workers for _ in range(THREADS_PER_WORKER)][: len(pending)]
     try:
         for thread in threads:
             thread.start()

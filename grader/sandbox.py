@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 FILE_SIZE_LIMIT = 16 << 20  # bytes a student process may write to one file
@@ -208,12 +209,17 @@ def _bwrap_options() -> list[str]:
 
 
 class Worker:
-    """One warm worker process, with or without a bubblewrap sandbox, driven over a Unix socket."""
+    """One warm worker process, with or without a bubblewrap sandbox, driven over a Unix socket.
+
+    Several grading threads may share a worker: each request and its answer happen under a
+    lock, and the student processes themselves run side by side."""
 
     def __init__(self, bwrap: str | None):
         self.bwrap = bwrap
         self.process = None
         self.sock = None
+        self.lock = threading.Lock()
+        self.generation = 0  # a restart makes the old worker's student processes someone else's
         self.start()
 
     def start(self) -> None:
@@ -228,6 +234,7 @@ class Worker:
                                         start_new_session=True)
         theirs.close()
         self.sock = ours
+        self.generation += 1
 
     def restart(self) -> None:
         self.close()
@@ -248,26 +255,31 @@ class Worker:
     def spawn(self, job: str, args: dict, timeout: float | None) -> tuple[object, int]:
         from grader.execution import WorkerDied
 
-        try:
-            _send_json(self.sock, {"t": "spawn", "job": job, "args": args, "timeout": timeout})
-            self.sock.settimeout(120)  # the worker imports torch once, the first time
-            reply, fds = _recv_json(self.sock, with_fds=True)
-            self.sock.settimeout(None)
-        except (EOFError, OSError, ValueError):
-            self.restart()
-            raise WorkerDied("the grading worker stopped; this submission was not graded") from None
-        if reply.get("t") != "spawned" or len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            self.restart()
-            raise WorkerDied("the grading worker answered nonsense; this submission was not graded")
-        return int(reply["pid"]), fds[0]
+        with self.lock:
+            try:
+                _send_json(self.sock, {"t": "spawn", "job": job, "args": args, "timeout": timeout})
+                self.sock.settimeout(120)  # the worker imports torch once, the first time
+                reply, fds = _recv_json(self.sock, with_fds=True)
+                self.sock.settimeout(None)
+            except (EOFError, OSError, ValueError):
+                self.restart()
+                raise WorkerDied("the grading worker stopped; this submission was not graded") from None
+            if reply.get("t") != "spawned" or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                self.restart()
+                raise WorkerDied("the grading worker answered nonsense; this submission was not graded")
+            return (self.generation, int(reply["pid"])), fds[0]
 
     def reap(self, handle) -> None:
-        try:
-            _send_json(self.sock, {"t": "reap", "pid": handle})
-            self.sock.settimeout(30)
-            _recv_json(self.sock)
-            self.sock.settimeout(None)
-        except (EOFError, OSError, ValueError):
-            self.restart()
+        generation, pid = handle
+        with self.lock:
+            if generation != self.generation:
+                return  # that worker is gone, and its student processes with it
+            try:
+                _send_json(self.sock, {"t": "reap", "pid": pid})
+                self.sock.settimeout(30)
+                _recv_json(self.sock)
+                self.sock.settimeout(None)
+            except (EOFError, OSError, ValueError):
+                self.restart()
