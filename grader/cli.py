@@ -119,7 +119,8 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
 @cli.command(name="batch")
 @click.argument("submissions", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Folder for results.jsonl, the gradebook and feedback.")
-@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Parallel workers (default: the CPU count).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: the CPU count); each grades two submissions at a time.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
               help="Seconds each run of a submission may take.")
 @click.option("--exercise", metavar="ID", help="Grade only this exercise.")
