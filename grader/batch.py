@@ -32,6 +32,7 @@ from pathlib import Path
 from grader.compare import FileResult, Settings
 from grader.exercises import BY_ID, EXERCISES, Exercise
 from grader.execution import DEFAULT_TIMEOUT, SubmissionError, use_executor
+from grader.grading import Loaded
 
 SUFFIXES = (".py", ".ipynb")
 # LMS downloads: `smith_12345_67890_ex1_backprop_all.py` (Canvas adds `_LATE` after the name).
@@ -68,9 +69,8 @@ class Submission:
     name: str  # the path shown in reports, relative to the submissions
     exercise: Exercise | None = None
     digest: str = ""
-    source: str | None = None
+    loaded: Loaded | None = None  # what `load_submission` read, when the file could be read
     problem: str | None = None  # why the file cannot be graded (then it scores 0 with this error)
-    origin: dict | None = None  # for a notebook: source line -> (cell, line in cell)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -93,18 +93,18 @@ def student_from_name(stem: str, pattern: str | None) -> str:
     return stem
 
 
-def _load(path: Path, name: str) -> tuple[str | None, Exercise | None, dict | None, str | None, str]:
-    """(source, exercise, notebook origin, problem, digest) of one file. A file that cannot be read
-    but is named after an exercise is that exercise's `error`; one that is neither is unrecognised."""
+def _load(path: Path, name: str) -> tuple[Loaded | None, Exercise | None, str | None, str]:
+    """(loaded, exercise, problem, digest) of one file. A file that cannot be read but is
+    named after an exercise is that exercise's `error`; one that is neither is unrecognised."""
     from grader.exercises import recognise
     from grader.grading import load_submission
 
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     try:
         loaded = load_submission(path=path)
-        return loaded.source, loaded.exercise, loaded.origin, None, digest
+        return loaded, loaded.exercise, None, digest
     except SubmissionError as exc:
-        return None, recognise(path.name, set()), None, str(exc).replace(str(path), name), digest
+        return None, recognise(path.name, set()), str(exc).replace(str(path), name), digest
 
 
 def discover(root: Path, *, student_pattern: str | None = None, only: str | None = None) -> Discovery:
@@ -126,13 +126,13 @@ def discover(root: Path, *, student_pattern: str | None = None, only: str | None
         if path.suffix not in SUFFIXES:
             found.unrecognised.append(name)
             continue
-        source, exercise, origin, problem, digest = _load(path, name)
+        loaded, exercise, problem, digest = _load(path, name)
         if exercise is None:
             found.unrecognised.append(name)
             continue
         if only and exercise.id != only:
             continue
-        submission = Submission(student, path, name, exercise, digest, source, problem, origin)
+        submission = Submission(student, path, name, exercise, digest, loaded, problem)
         if submission.key in seen:
             found.duplicates.append(f"{name} (kept {seen[submission.key].name})")
             continue
@@ -227,13 +227,12 @@ def _record(submission: Submission, result: FileResult, version: str) -> dict:
 
 def grade_submission(submission: Submission, *, timeout: float, settings: Settings) -> FileResult:
     """One submission's result; a file that cannot be read becomes an `error` result, never an exception."""
-    from grader.grading import Loaded, _file_error, first_reference, grade_loaded
+    from grader.grading import _file_error, first_reference, grade_loaded
 
     exercise = submission.exercise
     if submission.problem:
         return _file_error(exercise, first_reference(exercise), submission.name, submission.problem)
-    loaded = Loaded(submission.source, exercise, submission.origin)
-    return grade_loaded(loaded, path=submission.path, filename=submission.name, timeout=timeout, settings=settings)
+    return grade_loaded(submission.loaded, filename=submission.name, timeout=timeout, settings=settings)
 
 
 # --- running ---

@@ -70,7 +70,7 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
     Example: grade exercises/ex1_backprop_all.py
     """
     from grader.grading import grade_file
-    from grader.reports import json_report, text_report
+    from grader.reports import json_report, text_report, use_color
 
     from grader.compare import Settings, load_settings
 
@@ -109,7 +109,7 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
     if as_json and results:
         click.echo(json_report(results))
     elif results:
-        color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        color = use_color()
         click.echo("\n\n".join(text_report(r, color=color) for r in results), color=color)
     if problems:
         sys.exit(2)
@@ -218,7 +218,7 @@ def _overview(*, directory: str, timeout: float, as_json: bool, settings) -> Non
     from pathlib import Path
 
     from grader.grading import overview
-    from grader.reports import overview_report
+    from grader.reports import overview_report, use_color
 
     if not Path(directory).is_dir():
         raise BadInput(f"there is no folder {directory}: run `grade` in the kit's checkout, or pass --dir PATH")
@@ -226,7 +226,7 @@ def _overview(*, directory: str, timeout: float, as_json: bool, settings) -> Non
     if as_json:
         click.echo(json.dumps([entry.to_dict() for entry in entries], indent=2))
     else:
-        color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        color = use_color()
         click.echo(overview_report(entries, color=color), color=color)
     sys.exit(0 if entries and all(entry.passed for entry in entries) else 1)
 

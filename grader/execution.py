@@ -57,7 +57,6 @@ class Statement:
 
     index: int
     line: int
-    end_line: int
     node: ast.stmt
     assigns: frozenset[str]  # the target names it assigns or changes in place
     blank: bool  # `dX = ...`: the placeholder is still there
@@ -161,7 +160,7 @@ def plan(source: str, filename: str, targets: tuple[str, ...]) -> Plan:
     for index, node in enumerate(tree.body):
         assigns = frozenset(assigned_names(node) & set(targets))
         statements.append(
-            Statement(index, node.lineno, node.end_lineno or node.lineno, node, assigns, _is_blank(node))
+            Statement(index, node.lineno, node, assigns, _is_blank(node))
         )
         for name in assigns:
             final[name] = index

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.network import LECTURE, OTHER, SMALL, TRAINING, Config, forward, forward_fused
+from grader.network import LECTURE, OTHER, PARAMETER_NAMES, SMALL, TRAINING, Config, forward, forward_fused
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,8 +76,6 @@ EX1 = Exercise(
     ),
 )
 
-PARAMETERS = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
-
 EX2 = Exercise(
     id="ex2",
     slug="ex2_cross_entropy",
@@ -89,7 +87,7 @@ EX2 = Exercise(
         "Even the lecture's answer is `approx`, not `exact`: that is a pass (rounding)."
     ),
     targets=("dlogits",),
-    scope=("C", "W1", "b1", "W2", "b2", "bngain", "bnbias", "Xb", "Yb", "emb", "embcat", "hprebn",
+    scope=(*PARAMETER_NAMES, "Xb", "Yb", "emb", "embcat", "hprebn",
            "bnmeani", "bndiff", "bndiff2", "bnvar", "bnvar_inv", "bnraw", "hpreact", "h", "logits"),
     scope_note="loss = F.cross_entropy(logits, Yb)  # the same loss, in one call",
     allowed=("softmax", "log_softmax"),

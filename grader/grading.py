@@ -6,6 +6,7 @@ This is the keyword-only API that the CLI, the tests and notebooks call.
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,14 +32,29 @@ def first_reference(exercise: Exercise) -> Reference:
     return reference(exercise.configs[0])
 
 
-def detect_exercise(*, source: str, filename: str) -> Exercise | None:
-    """The exercise a source answers, by file name or by the gradient names it assigns."""
+def assigned_in(source: str) -> set[str]:
+    """Every name a source's top-level statements assign (none when it does not parse)."""
     try:
         tree = ast.parse(source)
-        assigned = set().union(*(assigned_names(node) for node in tree.body)) if tree.body else set()
     except SyntaxError:
-        assigned = set()
-    return recognise(filename, assigned)
+        return set()
+    return set().union(*(assigned_names(node) for node in tree.body))
+
+
+def detect_exercise(*, source: str, filename: str) -> Exercise | None:
+    """The exercise a source answers, by file name or by the gradient names it assigns."""
+    return recognise(filename, assigned_in(source))
+
+
+def suggest_names(assigned: set[str], targets: tuple[str, ...]) -> dict[str, str]:
+    """A guess at the mapping from a student's own gradient names to the lecture's: `d_logprobs` -> `dlogprobs`."""
+    guesses = {}
+    for name in sorted(assigned - set(targets)):
+        squeezed = name.replace("_", "").lower()
+        match = difflib.get_close_matches(squeezed, targets, n=1, cutoff=0.75)
+        if match and (name.startswith("d") or "grad" in name) and match[0] not in guesses.values():
+            guesses[name] = match[0]
+    return guesses
 
 
 def _file_error(exercise: Exercise, ref: Reference, filename: str, message: str) -> FileResult:
@@ -194,6 +210,7 @@ class Loaded:
     source: str
     exercise: Exercise
     origin: dict[int, tuple[int, int]] | None = None
+    assigned: frozenset[str] = frozenset()  # every name the whole file assigns, for --names suggestions
 
 
 def scope_names(exercise: Exercise) -> set[str]:
@@ -212,10 +229,12 @@ def load_submission(*, path: str | Path, exercise: str | None = None, names: dic
         raise SubmissionError(f"{path} is not a Python file or a notebook (expected .py or .ipynb)")
     text = read_source(path)
     if Path(path).suffix == ".py":
-        return Loaded(text, resolve_exercise(source=text, path=path, exercise=exercise))
-    from grader.notebooks import notebook_source, read_notebook, suggest_names  # nbformat: only for notebooks
+        return Loaded(text, resolve_exercise(source=text, path=path, exercise=exercise),
+                      assigned=frozenset(assigned_in(text)))
+    from grader.notebooks import notebook_source  # nbformat: only for notebooks
 
     everything = notebook_source(path, text, names=names)
+    assigned = frozenset(assigned_in(everything.source))
     try:
         chosen = resolve_exercise(source=everything.source, path=path, exercise=exercise)
     except SubmissionError:
@@ -226,11 +245,11 @@ def load_submission(*, path: str | Path, exercise: str | None = None, names: dic
         found = everything
     if chosen is None or (not found.tagged and not plan(found.source, path, chosen.targets).final):
         targets = chosen.targets if chosen else tuple(t for e in BY_ID.values() for t in e.targets)
-        guess = suggest_names(read_notebook(path, text), targets)
+        guess = suggest_names(set(assigned), targets)
         hint = (f"; it assigns {', '.join(guess)}: try --names "
                 + ",".join(f"{old}={new}" for old, new in guess.items())) if guess else ""
         raise SubmissionError(f"{path} assigns none of the lecture's gradient names (dlogprobs, ..., dC){hint}")
-    return Loaded(found.source, chosen, found.origin)
+    return Loaded(found.source, chosen, found.origin, assigned)
 
 
 def _in_cells(result: FileResult, origin: dict[int, tuple[int, int]]) -> FileResult:
@@ -252,31 +271,23 @@ def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float 
                settings: Settings = Settings(), names: dict[str, str] | None = None) -> FileResult:
     """Grade one `.py` or `.ipynb` file. Raises `SubmissionError` (one sentence) when it cannot be graded."""
     loaded = load_submission(path=path, exercise=exercise, names=names)
-    return grade_loaded(loaded, path=Path(path), filename=str(path), timeout=timeout, settings=settings)
+    return grade_loaded(loaded, filename=str(path), timeout=timeout, settings=settings)
 
 
-def grade_loaded(loaded: Loaded, *, path: Path, filename: str, timeout: float, settings: Settings) -> FileResult:
+def grade_loaded(loaded: Loaded, *, filename: str, timeout: float, settings: Settings) -> FileResult:
     """Grade what `load_submission` read, and report it against the file as the student sees it."""
     result = grade_source(source=loaded.source, filename=filename, exercise=loaded.exercise,
                           timeout=timeout, settings=settings)
-    result = _suggest_for_missing(result, path)
+    result = _suggest_for_missing(result, loaded.assigned)
     return _in_cells(result, loaded.origin) if loaded.origin is not None else result
 
 
-def _suggest_for_missing(result: FileResult, path) -> FileResult:
+def _suggest_for_missing(result: FileResult, assigned: frozenset[str]) -> FileResult:
     """A gradient never assigned, in a file that assigns a name much like it: suggest --names."""
     missing = tuple(r.name for r in result.results if r.status is Status.MISSING)
     if not missing:
         return result
-    from grader.notebooks import read_notebook, suggest_names
-    text = read_source(str(path))
-    if str(path).endswith(".ipynb"):
-        guesses = suggest_names(read_notebook(str(path), text), missing)
-    else:
-        import types
-
-        cell = {"cell_type": "code", "source": text}
-        guesses = suggest_names(types.SimpleNamespace(cells=[cell]), missing)
+    guesses = suggest_names(set(assigned), missing)
     by_target = {new: old for old, new in guesses.items()}
     return replace(result, results=tuple(
         replace(r, hint=f"`{r.name}` is never assigned; is your `{by_target[r.name]}` it? "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import difflib
 import json
 from dataclasses import dataclass, field
 
@@ -148,22 +147,6 @@ def lecture_source(notebook, targets: tuple[str, ...], scope: set[str], names: d
                         todo.append(earlier)
                     break
     return _source_from([statements[i] for i in sorted(chosen)])
-
-
-def suggest_names(notebook, targets: tuple[str, ...]) -> dict[str, str]:
-    """A guess at the mapping from a notebook's own gradient names to the lecture's."""
-    from grader.execution import assigned_names
-
-    assigned = set()
-    for _, node in _statements(notebook, {}):
-        assigned |= assigned_names(node)
-    guesses = {}
-    for name in sorted(assigned - set(targets)):
-        squeezed = name.replace("_", "").lower()
-        match = difflib.get_close_matches(squeezed, targets, n=1, cutoff=0.75)
-        if match and (name.startswith("d") or "grad" in name) and match[0] not in guesses.values():
-            guesses[name] = match[0]
-    return guesses
 
 
 def notebook_source(path: str, text: str, *, targets: tuple[str, ...] | None = None, scope: set[str] | None = None,

@@ -18,6 +18,14 @@ COLOURS = {
 }
 
 
+def use_color(stream=None) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set."""
+    import os
+    import sys
+
+    return (stream or sys.stdout).isatty() and "NO_COLOR" not in os.environ
+
+
 def _maxdiff(value: float | None) -> str:
     if value is None:
         return "-"

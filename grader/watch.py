@@ -94,13 +94,14 @@ def watch(*, paths: list[Path], directory: Path, exercise, timeout, settings, na
     """Grade, print, wait for a save, and again, until Ctrl-C."""
     from grader.execution import SubmissionError
     from grader.grading import grade_file, overview
-    from grader.reports import overview_report, text_report
+    from grader.reports import overview_report, text_report, use_color
 
     if not paths and not directory.is_dir():
         from grader.cli import BadInput
 
         raise BadInput(f"there is no folder {directory}: pass the file to watch, or --dir PATH")
     tty = sys.stdout.isatty() if clear is None else clear
+    color = use_color() if clear is None else clear
     files = [p.resolve() for p in paths]
     changes = Changes(files, sorted({p.parent for p in files}) if files else [directory.resolve()])
     what = ", ".join(str(p) for p in paths) if paths else f"{directory}/"
@@ -112,12 +113,12 @@ def watch(*, paths: list[Path], directory: Path, exercise, timeout, settings, na
                 for path in paths:
                     try:
                         parts.append(text_report(grade_file(path=path, exercise=exercise, timeout=timeout,
-                                                            settings=settings, names=names), color=tty))
+                                                            settings=settings, names=names), color=color))
                     except SubmissionError as exc:
                         parts.append(f"{path}: {exc}")
                 text = "\n\n".join(parts)
             else:
-                text = overview_report(overview(directory=directory, timeout=timeout, settings=settings), color=tty)
+                text = overview_report(overview(directory=directory, timeout=timeout, settings=settings), color=color)
             elapsed = (time.perf_counter() - started) * 1000
             if tty:
                 echo("\033[2J\033[H", nl=False)
