@@ -169,6 +169,9 @@ def gradescope_command(submission, results, timeout):
 
     from grader.gradescope import gradescope_results, write_results
 
+    if not Path(submission).is_dir():
+        raise BadInput(f"there is no submission folder {submission}: run this in Gradescope's container, "
+                       f"or pass --submission DIR")
     data = gradescope_results(submission=Path(submission), timeout=timeout)
     try:
         write_results(data, Path(results))

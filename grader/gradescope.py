@@ -43,34 +43,31 @@ def _tests(result: FileResult, exercise_number: int) -> list[dict]:
 
 def gradescope_results(*, submission: Path = SUBMISSION, timeout: float = DEFAULT_TIMEOUT,
                        settings: Settings = Settings()) -> dict:
-    """Grade every recognised file of one submission into Gradescope's results format."""
+    """Grade every recognised file of one submission folder into Gradescope's results format."""
     from grader.batch import Submission, discover, grade_submission
     from grader.reports import text_report
 
     started = time.monotonic()
     tests, reports, score = [], [], 0.0
-    found = discover(submission) if submission.is_dir() else None
-    if found is None:
-        output = f"No submission folder at {submission}."
+    found = discover(submission)
+    # Every file belongs to the one student; discover() reads loose names as students, so regroup.
+    chosen: dict[str, Submission] = {}
+    for item in found.submissions:
+        chosen.setdefault(item.exercise.id, item)
+    for exercise_id in BY_ID:
+        if exercise_id in chosen:
+            result = grade_submission(chosen[exercise_id], timeout=timeout, settings=settings)
+            number = list(BY_ID).index(exercise_id) + 1
+            tests += _tests(result, number)
+            reports.append(text_report(result))
+            score += result.score
+    if not chosen:
+        names = ", ".join(f"{e.slug}.py" for e in BY_ID.values())
+        output = f"No exercise was found in the submission. Upload one of: {names}."
     else:
-        # Every file belongs to the one student; discover() reads loose names as students, so regroup.
-        chosen: dict[str, Submission] = {}
-        for item in found.submissions:
-            chosen.setdefault(item.exercise.id, item)
-        for exercise_id in BY_ID:
-            if exercise_id in chosen:
-                result = grade_submission(chosen[exercise_id], timeout=timeout, settings=settings)
-                number = list(BY_ID).index(exercise_id) + 1
-                tests += _tests(result, number)
-                reports.append(text_report(result))
-                score += result.score
-        if not chosen:
-            names = ", ".join(f"{e.slug}.py" for e in BY_ID.values())
-            output = f"No exercise was found in the submission. Upload one of: {names}."
-        else:
-            output = "\n\n".join(reports)
-        if found.unrecognised:
-            output += "\n\nNot graded (not recognised): " + ", ".join(found.unrecognised)
+        output = "\n\n".join(reports)
+    if found.unrecognised:
+        output += "\n\nNot graded (not recognised): " + ", ".join(found.unrecognised)
     return {
         "score": score,
         "execution_time": int(round(time.monotonic() - started)),

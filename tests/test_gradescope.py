@@ -86,3 +86,10 @@ def test_the_bundle_holds_executable_scripts_and_a_buildable_kit(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         assert any(n.endswith("data/share/backprop-ninja/names.txt") for n in zf.namelist())
         assert "grader/grading.py" in zf.namelist()
+
+
+def test_without_a_submission_folder_it_says_so_and_writes_nothing(tmp_path):
+    results = tmp_path / "results" / "results.json"
+    outcome = CliRunner().invoke(cli, ["gradescope", "--submission", str(tmp_path / "none"), "--results", str(results)])
+    assert outcome.exit_code == 2 and "there is no submission folder" in outcome.output
+    assert not results.exists()
