@@ -69,6 +69,9 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
 
     Example: grade exercises/ex1_backprop_all.py
     """
+    from grader.execution import LOCAL
+
+    LOCAL.start()  # now, while this process has computed nothing: the clean worker is a fork of it
     from grader.grading import grade_file
     from grader.reports import json_report, text_report, use_color
 
@@ -144,6 +147,8 @@ def batch_command(submissions, out, jobs, timeout, exercise, sandbox, student_pa
     from grader.batch import BatchError, run_batch
     from grader.compare import Settings, load_settings
 
+    # SIGTERM (a scheduler, `kill`) stops the batch the way Ctrl-C does.
+    previous = _on_sigterm(_raise_interrupt)
     try:
         settings = load_settings(config_path) if config_path else Settings()
         run_batch(submissions=Path(submissions), out=Path(out), jobs=jobs, timeout=timeout, exercise=exercise,
@@ -151,6 +156,36 @@ def batch_command(submissions, out, jobs, timeout, exercise, sandbox, student_pa
                   log=lambda text: click.echo(text), warn=lambda text: click.echo(text, err=True))
     except (BatchError, ValueError) as exc:
         raise BadInput(str(exc)) from None
+    except KeyboardInterrupt:
+        _say_interrupted()
+        sys.exit(130)
+    except BrokenPipeError:
+        _say_interrupted()
+        raise  # click silences the closed pipe and exits 1
+    finally:
+        _on_sigterm(previous)
+
+
+def _raise_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(handler):
+    """Install a SIGTERM handler and return the one it replaces (only the main thread may)."""
+    import signal
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _say_interrupted() -> None:
+    """The run stopped before its outputs were written; results.jsonl keeps what was graded."""
+    try:
+        click.echo("interrupted: run the same command again to resume", err=True)
+    except OSError:  # stderr is the closed pipe
+        pass
 
 
 @cli.command(name="gradescope")
@@ -270,7 +305,7 @@ def _train(*, paths, steps, exercise) -> None:
             click.echo("\n" + warning, err=True)
 
     result = full_training(source=source, filename=paths[0], targets=chosen.targets, steps=total,
-                           config=chosen.configs[0], on_progress=on_progress)
+                           config=chosen.configs[0], on_progress=on_progress, allowed=chosen.allowed)
     if tty:
         click.echo(err=True)
     click.echo(training_report(result))

@@ -29,34 +29,20 @@ from grader.compare import Settings, Status, TensorResult, compare
 from grader.execution import Plan, Run
 from grader.graph import consumers, contribution
 from grader.network import LECTURE_LITERALS, Reference
-from grader.policy import violation
 
 ZERO_IN_TRUTH = 1e-6  # a reference gradient this small everywhere is rounding noise around zero
 
 
-@functools.lru_cache(maxsize=64)
-def policy_violations(the_plan: Plan, allowed: tuple[str, ...]) -> dict:
-    """Target -> the first thing its lines use that an answer may not. A statement that assigns
-    no gradient (a stray `loss.backward()`) taints every gradient finished after it."""
-    flagged = {}
-    for statement in the_plan.statements:
-        found = violation(statement.node, allowed)
-        if found is None:
-            continue
-        names = statement.assigns or {t for t, i in the_plan.final.items() if i >= statement.index}
-        for name in sorted(names):
-            flagged.setdefault(name, found)
-    return flagged
-
-
-def apply_policy(results: tuple[TensorResult, ...], the_plan: Plan, allowed: tuple[str, ...]) -> tuple[TensorResult, ...]:
-    """Fail every gradient whose line uses autograd or a shortcut."""
-    flagged = policy_violations(the_plan, allowed)
-    return tuple(
-        replace(r, status=Status.FAIL, hint=flagged[r.name].hint(), policy=flagged[r.name].policy)
-        if r.name in flagged else r
-        for r in results
-    )
+def apply_policy(results: tuple[TensorResult, ...], run: Run) -> tuple[TensorResult, ...]:
+    """Fail every gradient whose line reached for what an answer may not use (the guard in the
+    student process refused it, `grader.policy`), or was computed from such a line."""
+    out = []
+    for r in results:
+        answer = run.answers.get(r.name)
+        if answer is not None and answer.policy:
+            r = replace(r, status=Status.FAIL, hint=answer.message, policy=answer.policy, maxdiff=None)
+        out.append(r)
+    return tuple(out)
 
 
 def hardcoded_hint(result: TensorResult, other: TensorResult, config, run: Run) -> str:

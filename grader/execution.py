@@ -2,45 +2,50 @@
 
 The plan (which statement makes the final assignment to each gradient, which are
 still blank) is worked out here, in the grader's process, from the syntax tree.
-A child process then executes the statements with the reference tensors in scope.
-As soon as a statement has made its final assignment to `dX`, the child sends a
-copy of the student's value back and puts the *reference* gradient in its place,
-so that every later line is judged on correct inputs. Before every statement the
-forward tensors and the injected gradients are restored from fresh copies when the
-student changed them, so no in-place change can leak into another line's verdict.
+A student process then executes the statements, each compiled under the guard of
+`grader.policy`, with the forward tensors in scope. When a statement has made its
+final assignment to `dX`, the process sends its value back; the grader answers
+with the reference gradients now due (`release_points`), which replace the
+student's values, so that every later line is judged on correct inputs (teacher
+forcing). Before every statement the forward tensors and the injected gradients
+are restored from fresh copies when the student changed them, so no in-place
+change can leak into another line's verdict.
 
-The child is forked here (single-file `grade`) or by a warm, possibly sandboxed
-worker (`grader.sandbox`, batch grading): the *executor* decides, and a job is
-named by plain data (`run_job`) so either can start it. Values come back over a
-pipe in the format of `grader.wire`: nothing the child writes is ever unpickled or
-executed. The child has a wall-clock limit; whatever it sent before it hung,
-crashed or exited is kept.
+The student process holds nothing it is not entitled to. It is forked from a
+clean worker (`grader.sandbox.Worker`: a process that has imported torch and
+this runner and never computed a reference, read a submission or filled a
+cache), reads its job (source, forward tensors, sizes, random probe values) from
+a pipe, and receives each reference gradient only after it has answered for it
+and for every gradient before it in backward order. Whatever it sends comes back
+through the one validating reader of `grader.wire`; nothing it writes is ever
+unpickled or executed. It has a wall-clock limit; whatever it sent before it
+hung, crashed or exited is kept.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
+import copy
 import dataclasses
 import functools
 import faulthandler
 import io
-import json
 import os
 import signal
 import sys
 import threading
 import time
 import traceback
+import types
 import weakref
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from grader.network import Config, Reference, reference
-from grader.wire import Reader, decode_tensor, encode_value, send  # noqa: F401 - the wire, re-exported
+from grader.policy import Forbidden, Guard, Violation, compile_student
 from grader.sandbox import drop_privileges, limit_resources
+from grader.wire import Malformed, Reader, check_frame, decode_tensor, encode_value, max_elements, send, send_by
 
 DEFAULT_TIMEOUT = 5.0
 MAX_OUTPUT = 4000  # characters of the student's printed output kept
@@ -85,6 +90,7 @@ class Answer:
     kind: str = "tensor"  # tensor | other | blank | missing | error
     description: str = ""  # for `other`: what the value is instead of a tensor
     message: str = ""  # for `error`
+    policy: str | None = None  # for `error`: the line reached for what an answer may not use
 
 
 @dataclass
@@ -129,7 +135,11 @@ def assigned_names(node: ast.AST) -> set[str]:
     `x.add_(...)` and the like, anywhere inside it (loops included)."""
     names: set[str] = set()
     for child in ast.walk(node):
-        if isinstance(child, (ast.Name, ast.Subscript, ast.Attribute, ast.Starred)) and isinstance(
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in child.names)
+        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(child.name)
+        elif isinstance(child, (ast.Name, ast.Subscript, ast.Attribute, ast.Starred)) and isinstance(
             getattr(child, "ctx", None), (ast.Store, ast.Del)
         ):
             base = _base_name(child)
@@ -151,11 +161,22 @@ def _is_blank(node: ast.stmt) -> bool:
     )
 
 
+def parse(source: str, filename: str) -> ast.Module:
+    """The syntax tree of a student's file; a file too deeply nested to parse (a 200 kB
+    `1+1+...` line) or holding a null byte is a `SyntaxError` like any other."""
+    try:
+        return ast.parse(source, filename=filename)
+    except (RecursionError, MemoryError):
+        raise SyntaxError("too deeply nested to parse", (filename, 1, 0, "")) from None
+    except ValueError as exc:
+        raise SyntaxError(str(exc), (filename, 1, 0, "")) from None
+
+
 @functools.lru_cache(maxsize=64)
 def plan(source: str, filename: str, targets: tuple[str, ...]) -> Plan:
     """Parse a file and find, for each target, the statement that finishes it.
     Raises `SyntaxError` for a file that is not valid Python."""
-    tree = ast.parse(source, filename=filename)
+    tree = parse(source, filename)
     statements, final = [], {}
     for index, node in enumerate(tree.body):
         assigns = frozenset(assigned_names(node) & set(targets))
@@ -208,36 +229,41 @@ def _student_error(exc: BaseException, filename: str, fallback_line: int) -> tup
 
 
 def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = None,
-               drop_root: bool = False) -> tuple[int, int]:
-    """Fork a process that runs `body(write_fd, output)` on student code and never returns.
+               uid: int | None = None) -> tuple[int, int, int]:
+    """Fork a process that runs `body(read_fd, write_fd, output)` on student code and never returns.
 
     In the child: its own process group (a timeout kills all it started), no file
-    descriptor but the result pipe, resource limits (`sandbox.limit_resources`),
-    printed output captured up to a limit (descriptors 1 and 2 go nowhere), no
-    stdin, one thread and autograd off. Returns the child's pid and the pipe to read.
+    descriptor but its two pipes (the job and reference gradients come in on one, its
+    answers go out on the other), `uid` when given (run as root, the worker makes each
+    student process that user), resource limits (`sandbox.limit_resources`), printed
+    output captured up to a limit (descriptors 1 and 2 go nowhere), no stdin, one thread
+    and autograd off. Returns the child's pid, the pipe to read and the pipe to write.
     """
-    read_fd, write_fd = os.pipe()
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid:
-        os.close(write_fd)
-        return pid, read_fd
+        os.close(to_child_r)
+        os.close(from_child_w)
+        return pid, from_child_r, to_child_w
     try:
-        os.close(read_fd)
         os.setsid()
-        os.closerange(3, write_fd)  # nothing of the grader's (sockets, result files) stays open
-        os.closerange(write_fd + 1, 1 << 16)
+        os.dup2(to_child_r, 3)
+        os.dup2(from_child_w, 4)
+        os.closerange(5, 1 << 16)  # nothing of the grader's or the worker's (sockets, other students' pipes)
+        read_fd, write_fd = 3, 4
         if workdir:
             os.chdir(workdir)
-        try:  # PR_SET_PDEATHSIG: the student process dies with the process that forked it
+        if uid is not None:
+            drop_privileges(uid)
+        try:  # PR_SET_PDEATHSIG (after the change of user, which clears it): it dies with the worker
             import ctypes
 
             ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
             pass
-        if drop_root:
-            drop_privileges()
         limit_resources(cpu_seconds)
         faulthandler.disable()  # a crash in student code is reported by the parent, not dumped on its terminal
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -250,14 +276,14 @@ def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = 
         torch.set_grad_enabled(False)
     except BaseException as exc:  # noqa: BLE001 - a process that cannot be set up says why, then ends
         try:
-            send(write_fd, {"t": "stop", "message": f"the student process could not start: {exc!r}"})
+            send(4, {"t": "stop", "message": f"the student process could not start: {type(exc).__name__}"})
         finally:
             os._exit(1)
     try:
-        body(write_fd, output)
+        body(read_fd, write_fd, output)
     except BaseException as exc:  # noqa: BLE001 - the child must never fall back into the grader
         try:
-            send(write_fd, {"t": "stop", "message": f"the grader failed in the student process: {exc!r}"})
+            send(write_fd, {"t": "stop", "message": f"the grader failed in the student process: {type(exc).__name__}"})
         except BaseException:  # noqa: BLE001
             pass
     os._exit(0)
@@ -273,23 +299,67 @@ class Options:
     float64: bool = False  # new tensors default to float64, for a float64 reference
 
 
-def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, output, scope, given,
-             options: Options, probes: dict[str, dict[str, torch.Tensor]]) -> None:
-    if options.float64:
-        torch.set_default_dtype(torch.float64)
-    tensors = {name: t for name, t in reference.tensors.items() if scope is None or name in scope}
-    gradients = {t: reference.gradients[t[1:]] for t in (*targets, *given)}
-    namespace: dict[str, object] = {"__name__": "__student__", "__builtins__": builtins, "torch": torch, "F": F}
-    namespace.update(reference.scope(scope))
-    injected = {name: gradients[name] for name in (*the_plan.missing, *given)}
+# --- the student process ---
+
+
+def receive_job(read_fd: int):
+    """In a student process: the job the grader sent, as (args, tensors) where `tensors` maps
+    (run, group, name, target) to a tensor. The grader is trusted; the job comes whole, first."""
+    reader = Reader(read_fd, None, limit=None)
+    messages = reader.messages()
+    args, tensors = None, {}
+    for header, payload in messages:
+        if header["t"] == "job":
+            args = header["args"]
+        elif header["t"] == "tensor":
+            key = (header["run"], header["group"], header["name"], header.get("target"))
+            tensors[key] = decode_tensor(header, payload)
+        elif header["t"] == "end":
+            return args, tensors, messages
+    raise EOFError("the grader closed the job before its end")
+
+
+class _Channel:
+    """The student process's side of the conversation: answers out, reference gradients in."""
+
+    def __init__(self, write_fd: int, messages):
+        self.write_fd, self.messages = write_fd, messages
+
+    def send(self, header: dict, payload: bytes = b"") -> None:
+        send(self.write_fd, header, payload)
+
+    def next(self, index: int) -> dict[str, torch.Tensor]:
+        """Say statement `index` is done; the grader answers with the gradients now due."""
+        self.send({"t": "next", "index": index})
+        due = {}
+        for header, payload in self.messages:
+            if header["t"] == "inject":
+                due[header["name"]] = decode_tensor(header, payload)
+            elif header["t"] == "continue":
+                return due
+        raise EOFError("the grader stopped answering")
+
+
+def _reads(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _execute(channel: _Channel, the_plan: Plan, compiled, guard: Guard, filename, output, scope: dict,
+             given: dict, options: Options, probes: dict[str, dict[str, torch.Tensor]], bounds: dict[str, int]) -> None:
+    torch.set_default_dtype(torch.float64 if options.float64 else torch.float32)
+    tensors = {name: t for name, t in scope.items() if isinstance(t, torch.Tensor)}
+    namespace = guard.globals()
+    namespace.update({name: v for name, v in scope.items() if not isinstance(v, torch.Tensor)})
+    injected: dict[str, torch.Tensor] = dict(given)
     finishing: dict[int, list[str]] = {}
     for name, index in the_plan.final.items():
         finishing.setdefault(index, []).append(name)
     failed: set[str] = set()
+    tainted: dict[str, Violation] = {}  # name -> the refused access its value came from
+    own = set().union(*(assigned_names(st.node) for st in the_plan.statements))  # names the file assigns
     blank_lines = {name: st.line for st in the_plan.statements if st.blank for name in assigned_names(st.node)}
     handed_out: list[tuple[weakref.ref, int, str]] = []  # copies of answered gradients, to see aliases mutate them
     mutated: set[str] = set()
-
     given_out: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (the copy in scope, its version then)
 
     def restore(name: str, tensor: torch.Tensor, watch: bool) -> None:
@@ -303,102 +373,137 @@ def _execute(write_fd, reference: Reference, the_plan: Plan, filename, targets, 
         if watch:
             handed_out.append((weakref.ref(copy), copy._version, name))
 
+    def receive(due: dict[str, torch.Tensor]) -> None:
+        for name, tensor in due.items():
+            injected[name] = tensor
+            tainted.pop(name, None)
+
+    receive(channel.next(-1))
     for statement in the_plan.statements:
         # Before every statement, nothing the student did to these sticks.
         for name, tensor in tensors.items():
             restore(name, tensor, watch=False)
         for name, tensor in injected.items():
             restore(name, tensor, watch=name in the_plan.final)
-        send(write_fd, {"t": "line", "line": statement.line})
-        code = None
-        if not statement.blank:
+        channel.send({"t": "line", "line": statement.line})
+        code, refused = compiled[statement.index] if not statement.blank else (None, None)
+        found: list[Violation] = [refused] if refused else []
+        crashed = None
+        if code is not None:
+            mark = len(guard.violations)
             try:
-                code = compile(ast.Module(body=[statement.node], type_ignores=[]), filename, "exec")
                 exec(code, namespace)
             except (SystemExit, KeyboardInterrupt) as exc:
                 line, _ = _student_error(exc, filename, statement.line)
                 what = "calls exit()" if isinstance(exc, SystemExit) else "raises KeyboardInterrupt"
-                send(write_fd, {"t": "stop", "line": line, "message": f"line {line} {what}: grading stopped there"})
+                channel.send({"t": "stop", "line": line, "message": f"line {line} {what}: grading stopped there"})
                 break
+            except Forbidden:
+                pass  # recorded by the guard
             except BaseException as exc:  # noqa: BLE001 - student code may raise anything
-                line, message = _student_error(exc, filename, statement.line)
-                if isinstance(exc, NameError) and getattr(exc, "name", None) in blank_lines:
-                    message = f"NameError: `{exc.name}` is still blank (line {blank_lines[exc.name]})"
-                names = sorted(statement.assigns - failed)
-                if names:
-                    send(write_fd, {"t": "error", "names": names, "line": line, "message": message})
-                    failed.update(names)
-                else:
-                    send(write_fd, {"t": "note", "line": line, "message": message})
+                crashed = exc
+            found += guard.violations[mark:]
+        # A refused access here, or a value read here that came from one, fails what this statement
+        # assigns; that comes before any exception it raised (a NameError for a refused helper).
+        origin = None
+        if not statement.blank:
+            origin = found[0] if found else next((tainted[n] for n in sorted(_reads(statement.node)) if n in tainted), None)
+        if origin is not None:
+            # What it assigned, and (when it was refused itself) the student's own values it touched,
+            # e.g. `t` in `getattr(t, 'requires_grad_')()`; never what is restored before every line.
+            touched = assigned_names(statement.node) | ((_reads(statement.node) & own) if found else set())
+            for name in touched - set(tensors) - set(injected):
+                if not isinstance(namespace.get(name), types.ModuleType):
+                    tainted[name] = origin
+            names = sorted(statement.assigns - failed)
+            hint = origin.hint()
+            message = hint if found else origin.tainted_hint()
+            if names:
+                channel.send({"t": "error", "names": names, "line": origin.line or statement.line,
+                              "message": message, "policy": origin.policy})
+                failed.update(names)
+            elif found:
+                channel.send({"t": "note", "line": origin.line or statement.line, "message": origin.hint(where=False)})
+        elif crashed is not None:
+            line, message = _student_error(crashed, filename, statement.line)
+            if isinstance(crashed, NameError) and getattr(crashed, "name", None) in blank_lines:
+                message = f"NameError: `{crashed.name}` is still blank (line {blank_lines[crashed.name]})"
+            names = sorted(statement.assigns - failed)
+            if names:
+                channel.send({"t": "error", "names": names, "line": line, "message": message})
+                failed.update(names)
+            else:
+                channel.send({"t": "note", "line": line, "message": message})
         for ref, version, name in handed_out:
             copy = ref()
             if copy is not None and copy._version != version and name not in mutated:
                 mutated.add(name)
-                send(write_fd, {"t": "mutated", "name": name, "line": statement.line})
+                channel.send({"t": "mutated", "name": name, "line": statement.line})
         for name in finishing.get(statement.index, []):
-            answered = name not in failed and not statement.blank
-            if answered:
-                if name in namespace:
-                    header, payload = encode_value(namespace[name])
-                    send(write_fd, {"t": "answer", "name": name, "line": statement.line, **header}, payload)
-                    if name in probes and code is not None:
-                        _probe(write_fd, code, namespace, tensors, name, probes[name])
-                else:
-                    send(write_fd, {"t": "error", "names": [name], "line": statement.line,
-                                     "message": f"NameError: `{name}` was deleted"})
-            if options.inject or not answered or name not in namespace:
-                injected[name] = gradients[name]
-    send(write_fd, {"t": "output", "text": output.getvalue()})
-    send(write_fd, {"t": "done"})
+            if name in failed or statement.blank:
+                continue
+            if name in namespace:
+                header, payload = encode_value(namespace[name], bounds.get(name))
+                channel.send({"t": "answer", "name": name, "line": statement.line, **header}, payload)
+                if name in probes and code is not None:
+                    _probe(channel, code, namespace, tensors, name, probes[name], guard, bounds.get(name))
+            else:
+                channel.send({"t": "error", "names": [name], "line": statement.line,
+                              "message": f"NameError: `{name}` was deleted"})
+                failed.add(name)
+        receive(channel.next(statement.index))
+    channel.send({"t": "output", "text": output.getvalue()})
+    channel.send({"t": "done"})
 
 
-def _probe(write_fd, code, namespace, tensors, name, upstream: dict[str, torch.Tensor]) -> None:
+def _probe(channel, code, namespace, tensors, name, upstream: dict[str, torch.Tensor], guard: Guard,
+           bound: int | None) -> None:
     """Re-run the statement that answered `name` with random upstream gradients, in a scratch scope."""
     reads = set(code.co_names)  # the global names the statement reads
     scratch = dict(namespace)
     scratch.update({key: t.clone() for key, t in tensors.items() if key in reads})
     scratch.update({key: t.clone() for key, t in upstream.items()})
+    mark = len(guard.violations)
     try:
         exec(code, scratch)
     except BaseException:  # noqa: BLE001 - a probe that cannot run says nothing
         return
+    finally:
+        del guard.violations[mark:]
     if name in scratch:
-        header, payload = encode_value(scratch[name])
-        send(write_fd, {"t": "probe", "name": name, **header}, payload)
+        header, payload = encode_value(scratch[name], bound)
+        if header["kind"] == "tensor":
+            channel.send({"t": "probe", "name": name, **header}, payload)
 
 
-
-DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _run_reference(run: dict):
-    """The reference one run of a job is judged against."""
-    config = Config.from_dict(run["config"])
-    if run.get("step") is not None:
-        from grader.training import autograd_run
-
-        return autograd_run(config)[0][run["step"]]
-    return reference(config, DTYPE_NAMES[run["dtype"]])
+def _compile_statements(the_plan: Plan, filename: str) -> dict[int, tuple]:
+    """Each statement compiled under the guard, once per process: index -> (code, violation)."""
+    return {st.index: compile_student(copy.deepcopy(st.node), filename) for st in the_plan.statements if not st.blank}
 
 
-def run_job(job: str, args: dict, write_fd: int, output) -> None:
-    """The body of a student process, named so that a worker in a sandbox can run it from a request.
+def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
+    """The body of a student process: read the job from the grader, then run it.
 
     `execute`: runs of a file, each against one reference, one after the other in this process
     (see `run_submissions`); `train`: a training run on the student's gradients (`grader.training`)."""
+    args, tensors, messages = receive_job(read_fd)
     if job == "execute":
-        from grader.diagnose import probe_inputs
-        from grader.exercises import BY_ID
-
-        exercise = BY_ID[args["exercise"]]
-        the_plan = plan(args["source"], args["filename"], exercise.targets)
-        for run in args["runs"]:
-            ref = _run_reference(run)
-            options = Options(**run["options"])
-            probes = probe_inputs(exercise, ref, the_plan) if options.probe else {}
+        targets = tuple(args["targets"])
+        the_plan = plan(args["source"], args["filename"], targets)
+        guard = Guard(args["filename"], tuple(args["allowed"]))
+        compiled = _compile_statements(the_plan, args["filename"])
+        channel = _Channel(write_fd, messages)
+        for number, run in enumerate(args["runs"]):
+            scope = {name: tensors[(number, "scope", name, None)] for name in run["tensors"]}
+            scope.update(run["sizes"])
+            given = {name: tensors[(number, "given", name, None)] for name in run["given"]}
+            probes: dict[str, dict[str, torch.Tensor]] = {}
+            for (r, group, name, target), tensor in tensors.items():
+                if r == number and group == "probe":
+                    probes.setdefault(target, {})[name] = tensor
             output.reset()
-            _execute(write_fd, ref, the_plan, args["filename"], exercise.targets, output, exercise.scope,
-                     exercise.given, options, probes)
+            _execute(channel, the_plan, compiled, guard, args["filename"], output, scope, given,
+                     Options(**run["options"]), probes, args["bounds"])
     elif job == "train":
         from grader.training import train_body
 
@@ -407,39 +512,44 @@ def run_job(job: str, args: dict, write_fd: int, output) -> None:
         raise ValueError(f"unknown job {job!r}")
 
 
-def warm_job(job: str, args: dict) -> None:
-    """Compute, in a long-lived worker, what a job's forked process will read (cached there)."""
-    if job == "train":
-        from grader.training import training_data
-
-        training_data(Config.from_dict(args["config"]))
-        return
-    from grader.diagnose import probe_inputs
-    from grader.exercises import BY_ID
-    from grader.graph import lines_of
-
-    exercise = BY_ID[args["exercise"]]
-    lines_of(exercise.forward)  # parsed once here, not in every fork
-    try:
-        the_plan = plan(args["source"], args["filename"], exercise.targets)
-    except SyntaxError:
-        return
-    for run in args["runs"]:
-        ref = _run_reference(run)
-        if run["options"].get("probe"):
-            probe_inputs(exercise, ref, the_plan)  # its random values are cached here too
+# --- the grader's side ---
 
 
 class LocalExecutor:
-    """Runs student processes as children of this process (the single-file `grade`)."""
+    """Starts student processes for this process (`grade FILE`, watch, Gradescope) from a clean
+    worker: one that has imported torch and the runner, and never held a reference gradient,
+    a submission or a grader cache (see `grader.sandbox.Worker`)."""
 
-    def spawn(self, job: str, args: dict, timeout: float | None) -> tuple[object, int]:
-        pid, read_fd = fork_child(lambda write_fd, output: run_job(job, args, write_fd, output),
-                                  cpu_seconds=timeout)
-        return pid, read_fd
+    def __init__(self):
+        self.worker = None
+        self.lock = threading.Lock()
 
-    def reap(self, handle) -> None:
-        reap(handle)
+    def start(self, bwrap: str | None = None) -> None:
+        """Start the worker now (the CLI does, before anything is computed, so that it can be forked
+        from this process rather than started as a new interpreter)."""
+        from grader.sandbox import Worker
+
+        with self.lock:
+            if self.worker is None:
+                self.worker = Worker(bwrap, fork=_clean())
+
+    def spawn(self, job: str, timeout: float | None):
+        self.start()
+        return self.worker.spawn(job, timeout)
+
+    def reap(self, handle):
+        return self.worker.reap(handle)
+
+
+def _clean() -> bool:
+    """Whether this process has computed nothing a student may not see, so a worker may be forked
+    from it: no reference, no training run, no submission read (only the CLI's start is)."""
+    from grader import network
+
+    training = sys.modules.get("grader.training")
+    return (network.reference.cache_info().currsize == 0 and threading.active_count() == 1
+            and (training is None or training.autograd_run.cache_info().currsize == 0)
+            and plan.cache_info().currsize == 0)
 
 
 LOCAL = LocalExecutor()
@@ -455,13 +565,29 @@ def use_executor(executor) -> None:
     _thread.executor = executor
 
 
+def incidents() -> list[str]:
+    """What happened to this thread's student processes that they may not have caused themselves
+    (a signal the grader did not send, a time limit reached with little CPU used): a batch grades
+    such a submission once more, alone. Reading the list empties it."""
+    found = getattr(_thread, "incidents", [])
+    _thread.incidents = []
+    return found
+
+
+def _incident(what: str) -> None:
+    if not hasattr(_thread, "incidents"):
+        _thread.incidents = []
+    _thread.incidents.append(what)
+
+
 def run_submission(
     *, source: str, filename: str, exercise, config: Config, dtype: torch.dtype = torch.float32,
     step: int | None = None, timeout: float = DEFAULT_TIMEOUT, options: Options | None = None,
+    reference: Reference | None = None,
 ) -> Run:
     """Execute a student's source against the reference of one configuration and collect an
     `Answer` per target. A `SyntaxError` is raised for source that does not parse."""
-    spec = RunSpec(config, dtype, step, options or Options())
+    spec = RunSpec(config, dtype, step, options or Options(), reference)
     return run_submissions(source=source, filename=filename, exercise=exercise, specs=[spec], timeout=timeout)[0]
 
 
@@ -473,42 +599,143 @@ class RunSpec:
     dtype: torch.dtype = torch.float32
     step: int | None = None
     options: Options = field(default_factory=Options)
+    ref: Reference | None = None  # given, or computed from the fields above
 
-    def to_dict(self) -> dict:
-        return dict(config=self.config.to_dict(), dtype=str(self.dtype).removeprefix("torch."), step=self.step,
-                    options=dataclasses.asdict(self.options))
+    def reference(self) -> Reference:
+        if self.ref is None:
+            if self.step is not None:
+                from grader.training import autograd_run
+
+                self.ref = autograd_run(self.config)[0][self.step]
+            else:
+                self.ref = reference(self.config, self.dtype)
+        return self.ref
+
+
+def release_points(the_plan: Plan, targets: tuple[str, ...]) -> dict[str, int]:
+    """After which statement each target's reference gradient may be handed to the student process:
+    once the target and every target before it in backward order have had their final statement
+    (-1: from the start). So a reference is never in scope for a line that answers a target it
+    could be worked back from (`dh = dhpreact / (1 - h**2)` with `dhpreact` left blank above it)."""
+    points, latest = {}, -1
+    for target in targets:
+        latest = max(latest, the_plan.final.get(target, -1))
+        points[target] = latest
+    return points
+
+
+def _job(exercise, source: str, filename: str, specs: list[RunSpec], the_plan: Plan, allowed: tuple[str, ...]):
+    """The execute job's arguments and the tensors that go with them, from the grader's references."""
+    from grader.diagnose import probe_inputs
+
+    runs, tensors = [], []
+    for number, spec in enumerate(specs):
+        ref = spec.reference()
+        scope = {n: t for n, t in ref.tensors.items() if exercise.scope is None or n in exercise.scope}
+        for name, tensor in scope.items():
+            tensors.append((number, "scope", name, None, tensor))
+        for name in exercise.given:
+            tensors.append((number, "given", name, None, ref.gradients[name[1:]]))
+        if spec.options.probe:
+            for target, upstream in probe_inputs(exercise, ref, the_plan).items():
+                for name, tensor in upstream.items():
+                    tensors.append((number, "probe", name, target, tensor))
+        runs.append(dict(tensors=sorted(scope), sizes=dict(ref.sizes), given=list(exercise.given),
+                         options=dataclasses.asdict(spec.options)))
+    first = specs[0].reference()
+    bounds = {t: max_elements(first.gradients[exercise.tensor_of(t)].numel()) for t in exercise.targets}
+    args = dict(targets=list(exercise.targets), source=source, filename=filename, runs=runs, allowed=list(allowed),
+                bounds=bounds)
+    return args, tensors
+
+
+def send_job(write_fd: int, args: dict, tensors, deadline: float) -> None:
+    """Write a job to a student process: its arguments, then its tensors, then the end."""
+    send_by(write_fd, {"t": "job", "args": args}, deadline=deadline)
+    for run, group, name, target, tensor in tensors:
+        header, payload = encode_value(tensor)
+        send_by(write_fd, {"t": "tensor", "run": run, "group": group, "name": name, "target": target, **header},
+                payload, deadline)
+    send_by(write_fd, {"t": "end"}, deadline=deadline)
 
 
 def run_submissions(*, source: str, filename: str, exercise, specs: list[RunSpec],
-                    timeout: float = DEFAULT_TIMEOUT) -> list[Run]:
+                    timeout: float = DEFAULT_TIMEOUT, allowed: tuple[str, ...] | None = None) -> list[Run]:
     """Several runs of a file, one after the other in one student process (one fork, not several);
     each has its own time limit. A `SyntaxError` is raised for source that does not parse."""
     the_plan = plan(source, filename, exercise.targets)
     runs = [_new_run(the_plan) for _ in specs]
+    allowed = exercise.allowed if allowed is None else allowed
+    args, tensors = _job(exercise, source, filename, specs, the_plan, allowed)
     executor = current_executor()
-    args = dict(exercise=exercise.id, source=source, filename=filename, runs=[spec.to_dict() for spec in specs])
     try:
-        handle, read_fd = executor.spawn("execute", args, timeout * len(specs))
+        handle, read_fd, write_fd = executor.spawn("execute", timeout * len(specs))
     except WorkerDied as exc:
         for run in runs:
             run.error = str(exc)
             _fill_unanswered(run, exercise.targets)
         return runs
-    reader = Reader(read_fd, 0.0)
-    messages = reader.messages()
+    os.set_blocking(write_fd, False)
+    reader = Reader(read_fd, time.monotonic() + timeout)
+    expected = {t: specs[0].reference().gradients[exercise.tensor_of(t)].numel() for t in exercise.targets}
+    messages = reader.messages(lambda header: check_frame(header, expected))
+    exit_info = None
     try:
-        for number, run in enumerate(runs):
+        try:
+            send_job(write_fd, args, tensors, reader.deadline)
+        except (TimeoutError, BrokenPipeError):
+            pass  # the process is gone or stuck: reading says which
+        for number, (run, spec) in enumerate(zip(runs, specs)):
             if number and runs[number - 1].error:
                 run.error = f"not run: {runs[number - 1].error}"
                 continue
             reader.deadline = time.monotonic() + timeout
-            _collect(messages, run, the_plan, timeout)
+            due = _Due(write_fd, spec.reference(), exercise, release_points(the_plan, exercise.targets),
+                       spec.options.inject, reader)
+            _collect(messages, run, the_plan, timeout, due)
     finally:
         os.close(read_fd)
-        executor.reap(handle)
+        os.close(write_fd)
+        exit_info = executor.reap(handle)
+    _note_incidents(runs, exit_info, timeout)
     for run in runs:
         _fill_unanswered(run, exercise.targets)
     return runs
+
+
+def _note_incidents(runs: list[Run], exit_info: dict | None, timeout: float) -> None:
+    """Record what may not be the student's doing (see `incidents`)."""
+    if not exit_info:
+        return
+    for run in runs:
+        if run.error is None:
+            continue
+        if "ended abruptly" in run.error and exit_info.get("signal"):
+            _incident(f"killed by signal {exit_info['signal']}")
+        elif run.error.startswith("time limit") and exit_info.get("cpu", 0.0) < timeout / 2:
+            _incident("ran out of time while using little CPU")
+
+
+class _Due:
+    """The grader's side of teacher forcing: after each statement, which reference gradients
+    the student process gets now (`release_points`), and only those."""
+
+    def __init__(self, write_fd, ref: Reference, exercise, points: dict[str, int], inject: bool, reader):
+        self.write_fd, self.ref, self.exercise, self.points, self.inject = write_fd, ref, exercise, points, inject
+        self.reader = reader
+        self.answered: set[str] = set()
+        self.sent: set[str] = set()
+
+    def after(self, index: int) -> None:
+        for name, point in self.points.items():
+            if name in self.sent or point > index:
+                continue
+            if not self.inject and name in self.answered:
+                continue  # chained: the student's own value stays
+            self.sent.add(name)
+            header, payload = encode_value(self.ref.gradients[self.exercise.tensor_of(name)])
+            send_by(self.write_fd, {"t": "inject", "name": name, **header}, payload, self.reader.deadline)
+        send_by(self.write_fd, {"t": "continue"}, deadline=self.reader.deadline)
 
 
 def _new_run(the_plan: Plan) -> Run:
@@ -523,53 +750,62 @@ def _new_run(the_plan: Plan) -> Run:
     return run
 
 
-def _collect(messages, run: Run, the_plan: Plan, timeout: float) -> None:
-    """Read one run's messages, up to its `done`, into `run`; a time limit or a crash becomes its error."""
+MAX_NOTES = 50
+
+
+def _collect(messages, run: Run, the_plan: Plan, timeout: float, due: _Due) -> None:
+    """Read one run's messages, up to its `done`, into `run`, answering each `next` with the
+    reference gradients due; a time limit, a crash or malformed data becomes its error."""
     current_line, finished = None, False
     try:
         for header, payload in messages:
-            kind = header.get("t")
+            kind = header["t"]
+            name = header.get("name")
             if kind == "line":
-                current_line = header.get("line")
-            elif kind == "answer" and header.get("name") in the_plan.final:
-                name = header["name"]
-                if header.get("kind") == "tensor":
-                    run.answers[name] = Answer(name=name, line=header.get("line"), value=decode_tensor(header, payload))
+                current_line = header["line"]
+            elif kind == "next":
+                due.after(header["index"])
+            elif kind == "answer" and name in the_plan.final:
+                due.answered.add(name)
+                if header["kind"] == "tensor":
+                    value = decode_tensor(header, payload)
+                    run.answers[name] = Answer(name=name, line=header["line"], value=value)
                 else:
-                    run.answers[name] = Answer(
-                        name=name, line=header.get("line"), kind="other", description=str(header.get("description"))
-                    )
+                    run.answers[name] = Answer(name=name, line=header["line"], kind="other",
+                                               description=str(header.get("description", "")))
             elif kind == "error":
-                for name in header.get("names", []):
-                    if name in the_plan.final:
-                        run.answers[name] = Answer(
-                            name=name, line=header.get("line"), kind="error", message=str(header.get("message"))
-                        )
-            elif kind == "probe" and header.get("name") in the_plan.final and header.get("kind") == "tensor":
-                run.probes[header["name"]] = decode_tensor(header, payload)
-            elif kind == "mutated" and header.get("name") in the_plan.final:
-                run.mutated.setdefault(header["name"], header.get("line"))
-            elif kind == "note":
-                run.notes.append(f"line {header.get('line')}: {header.get('message')}")
+                for failed in header["names"]:
+                    if failed in the_plan.final:
+                        due.answered.discard(failed)
+                        run.answers[failed] = Answer(name=failed, line=header["line"], kind="error",
+                                                     message=header["message"], policy=header.get("policy"))
+            elif kind == "probe" and name in the_plan.final and header["kind"] == "tensor":
+                run.probes[name] = decode_tensor(header, payload)
+            elif kind == "mutated" and name in the_plan.final:
+                run.mutated.setdefault(name, header["line"])
+            elif kind == "note" and len(run.notes) < MAX_NOTES:
+                run.notes.append(f"line {header['line']}: {header['message']}")
             elif kind == "stop":
-                run.error = str(header.get("message"))
+                run.error = header["message"]
             elif kind == "output":
-                run.output = str(header.get("text", ""))[: MAX_OUTPUT + 40]
+                run.output = header["text"][: MAX_OUTPUT + 40]
             elif kind == "done":
                 finished = True
                 break
     except TimeoutError:
         where = f" (still running line {current_line})" if current_line else ""
         run.error = f"time limit of {timeout:g} s exceeded{where}"
-    except (ValueError, json.JSONDecodeError):
-        run.error = "the student process sent malformed data"
+    except Malformed:
+        run.error = "the submission's process sent malformed data"
+    except (BrokenPipeError, ConnectionError):
+        pass  # it stopped reading: it ended, which the next lines say
     if not finished and run.error is None:
         where = f" at line {current_line}" if current_line else ""
         run.error = f"the student process ended abruptly{where} (os._exit, a signal or a crash)"
 
 
 class WorkerDied(Exception):
-    """A sandboxed grading worker stopped answering; its submission becomes an `error`."""
+    """A grading worker stopped answering; its submission becomes an `error`."""
 
 
 def _fill_unanswered(run: Run, targets) -> None:
@@ -579,14 +815,17 @@ def _fill_unanswered(run: Run, targets) -> None:
                 run.answers[name] = Answer(name=name, kind="error", message=f"not graded: {run.error}")
 
 
-def reap(pid: int) -> None:
-    """Kill the child's whole process group (if still alive) and collect its exit status."""
+def reap(pid: int) -> dict:
+    """Kill the child's whole process group (if still alive) and collect its exit: the signal
+    that ended it, if any, and the CPU seconds it used."""
     for kill in (os.killpg, os.kill):  # the group, and the child itself in case setsid() had not run
         try:
             kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
     try:
-        os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
     except ChildProcessError:
-        pass
+        return {}
+    return {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "cpu": usage.ru_utime + usage.ru_stime}

@@ -5,7 +5,6 @@ This is the keyword-only API that the CLI, the tests and notebooks call.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import functools
 from dataclasses import dataclass, replace
@@ -17,8 +16,7 @@ from grader import diagnose
 from grader.compare import FileResult, Settings, Status, TensorResult, compare
 from grader.exercises import BY_ID, EXERCISES, Exercise, recognise
 from grader.execution import (
-    DEFAULT_TIMEOUT, Options, RunSpec, SubmissionError, assigned_names, plan, read_source, run_submission,
-    run_submissions,
+    DEFAULT_TIMEOUT, Options, RunSpec, SubmissionError, assigned_names, parse, plan, read_source, run_submissions,
 )
 from grader.network import Reference, reference
 
@@ -35,7 +33,7 @@ def first_reference(exercise: Exercise) -> Reference:
 def assigned_in(source: str) -> set[str]:
     """Every name a source's top-level statements assign (none when it does not parse)."""
     try:
-        tree = ast.parse(source)
+        tree = parse(source, "<submission>")
     except SyntaxError:
         return set()
     return set().union(*(assigned_names(node) for node in tree.body))
@@ -69,11 +67,17 @@ def _file_error(exercise: Exercise, ref: Reference, filename: str, message: str)
     return FileResult(file=filename, exercise=exercise.id, results=results, error=message, points=exercise.points)
 
 
+def allowed_shortcuts(exercise: Exercise, settings: Settings) -> tuple[str, ...]:
+    """The library shortcuts an exercise's code may call: its own, and the settings file's."""
+    return exercise.allowed + tuple(settings.allow.get(exercise.id, ()))
+
+
 def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, timeout: float,
            settings: Settings, options: Options | None = None):
     """Run a source against one reference and compare every target: (results, run)."""
-    run = run_submission(source=source, filename=filename, exercise=exercise, config=ref.config,
-                         dtype=ref.tensors["loss"].dtype, step=ref.step, timeout=timeout, options=options)
+    spec = RunSpec(ref.config, ref.tensors["loss"].dtype, ref.step, options or Options(), ref)
+    run = run_submissions(source=source, filename=filename, exercise=exercise, specs=[spec], timeout=timeout,
+                          allowed=allowed_shortcuts(exercise, settings))[0]
     return _verdicts(exercise, ref, run, settings), run
 
 
@@ -84,8 +88,7 @@ def _verdicts(exercise: Exercise, ref: Reference, run, settings: Settings) -> tu
                 settings=settings, n=ref.sizes["n"])
         for t in exercise.targets
     )
-    allowed = exercise.allowed + settings.allow.get(exercise.id, ())
-    return diagnose.apply_policy(results, run.plan, allowed)
+    return diagnose.apply_policy(results, run)
 
 
 def _worst(per_step: list[TensorResult]) -> TensorResult:
@@ -115,7 +118,8 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
     probes = diagnose.probe_inputs(exercise, ref, the_plan)
     # All sizes in one student process; the lecture's run also probes with random upstream gradients.
     specs = [RunSpec(config, options=Options(probe=i == 0)) for i, config in enumerate(exercise.configs)]
-    runs = run_submissions(source=source, filename=filename, exercise=exercise, timeout=timeout, specs=specs)
+    runs = run_submissions(source=source, filename=filename, exercise=exercise, timeout=timeout, specs=specs,
+                           allowed=allowed_shortcuts(exercise, settings))
     per_config = []
     for config, run in zip(exercise.configs, runs):
         per_config.append((config, _verdicts(exercise, reference(config), run, settings), run))
@@ -179,7 +183,7 @@ def _grade_training(*, source: str, filename: str, exercise: Exercise, timeout: 
     elif error is None:
         training = compare_training(
             source=source, filename=filename, targets=exercise.targets, config=exercise.configs[0],
-            timeout=max(60.0, timeout),
+            timeout=max(60.0, timeout), allowed=allowed_shortcuts(exercise, settings),
         )
     return FileResult(
         file=filename, exercise=exercise.id, results=with_bank_hints(results), error=error, points=exercise.points,

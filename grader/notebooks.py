@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-from grader.execution import SubmissionError
+from grader.execution import SubmissionError, parse
 
 GRADIENT_TAG = "gradient"
 SKIPPED_CALLS = {"cmp", "print", "display", "plot", "show", "imshow", "hist", "figure", "legend", "title"}
@@ -81,7 +81,7 @@ def _statements(notebook, names: dict[str, str]):
         if cell.get("cell_type") != "code":
             continue
         try:
-            tree = ast.parse(_cell_code(cell))
+            tree = parse(_cell_code(cell), "<cell>")
         except SyntaxError:
             continue
         if names:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 FILE_SIZE_LIMIT = 16 << 20  # bytes a student process may write to one file
@@ -34,15 +35,22 @@ MEMORY_HEADROOM = 1 << 30  # address space a student process may add to the warm
 OPEN_FILES = 64
 
 
-NOBODY = 65534
+TMPFS_SIZE = 64 << 20  # bytes of the sandbox's writable /tmp and working directory, each
+# Run as root, every student process that runs at the same time as another gets a user of its
+# own from this range (numbered by slot), so none can signal, trace or out-count another; no
+# account uses these ids. The process limit then also holds: the kernel never applies it to root.
+STUDENT_UIDS = range(0x6B6E0000, 0x6B6E0000 + 4096)
 
 
-def drop_privileges() -> None:
-    """In a sandbox run as root: become `nobody`, so the process limit holds (the kernel never
-    applies it to root) and the process can neither signal nor trace the worker."""
+def drop_privileges(uid: int) -> None:
+    """Become `uid` (from root), with no supplementary groups and no capabilities."""
     os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+def student_uid(slot: int) -> int:
+    return STUDENT_UIDS[slot % len(STUDENT_UIDS)]
 
 
 def limit_resources(cpu_seconds: float | None) -> None:
@@ -97,7 +105,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 
 def _recv_json(sock: socket.socket, with_fds: bool = False):
     if with_fds:
-        header, fds, _, _ = socket.recv_fds(sock, 4, 1)
+        header, fds, _, _ = socket.recv_fds(sock, 4, 2)
         if not header:
             raise EOFError
         header += _recv_exact(sock, 4 - len(header))
@@ -107,14 +115,19 @@ def _recv_json(sock: socket.socket, with_fds: bool = False):
     return json.loads(_recv_exact(sock, length))
 
 
-def serve(fd: int) -> None:
-    """A worker's loop: fork a student process per request, pass its pipe back, reap on request."""
+def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = ()) -> None:
+    """A worker's loop: fork a student process per request and pass its two pipes back; reap on
+    request. The worker never reads a job: the student process reads its own from the grader, so
+    nothing of one submission is ever in the memory the next one is forked from."""
     import numpy  # noqa: F401 - imported here, once: its thread pool cannot start after the process limit
     import torch
 
     torch.set_num_threads(1)  # before any op: forking stays safe
     from grader import diagnose, training  # noqa: F401 - imported once here, not in every fork
-    from grader.execution import fork_child, reap, run_job, warm_job
+    from grader import policy
+    from grader.execution import fork_child, reap, run_job
+
+    policy.escape(tuple(escape))
 
     try:
         import ctypes
@@ -123,29 +136,59 @@ def serve(fd: int) -> None:
     except (OSError, AttributeError):
         pass
     sock = socket.socket(fileno=fd)
-    sandboxed = os.environ.get("GRADER_SANDBOX") == "bwrap"
     base = tempfile.mkdtemp(prefix="grade-")
-    workdirs: dict[int, str] = {}
+    live: dict[int, tuple[str, int | None]] = {}  # pid -> (working directory, uid)
+    first_uid = int(os.environ.get("GRADER_UID_BASE", "0"))
     while True:
         try:
             request = _recv_json(sock)
-        except (EOFError, OSError):
+        except (EOFError, OSError, ValueError):
+            # The grader has gone or closed us: none of our student processes outlives us.
+            for pid, (_, uid) in live.items():
+                reap(pid)
+                if uid is not None:
+                    kill_user(uid)
             os._exit(0)
         if request.get("t") == "spawn":
+            job, timeout = request["job"], request.get("timeout")
+            if job == "train":
+                training.training_data()  # the public data set, loaded once, before any fork
+            uid = None
+            if os.getuid() == 0:
+                taken = {u for _, u in live.values()}
+                uid = next(student_uid(first_uid + slot) for slot in range(slots * 64)
+                           if student_uid(first_uid + slot) not in taken)
             workdir = tempfile.mkdtemp(dir=base)
-            job, args, timeout = request["job"], request["args"], request.get("timeout")
             os.chmod(workdir, 0o777)
-            warm_job(job, args)  # references are computed here once, then shared by every fork
-            pid, read_fd = fork_child(lambda w, output: run_job(job, args, w, output),
-                                      cpu_seconds=timeout, workdir=workdir, drop_root=sandboxed and os.getuid() == 0)
-            workdirs[pid] = workdir
-            _send_json(sock, {"t": "spawned", "pid": pid}, [read_fd])
+            pid, read_fd, write_fd = fork_child(lambda r, w, output: run_job(job, r, w, output),
+                                                cpu_seconds=timeout, workdir=workdir, uid=uid)
+            live[pid] = (workdir, uid)
+            _send_json(sock, {"t": "spawned", "pid": pid}, [read_fd, write_fd])
             os.close(read_fd)
+            os.close(write_fd)
         elif request.get("t") == "reap":
             pid = int(request["pid"])
-            reap(pid)
-            shutil.rmtree(workdirs.pop(pid, ""), ignore_errors=True)
-            _send_json(sock, {"t": "reaped"})
+            info = reap(pid) if pid in live else {}
+            workdir, uid = live.pop(pid, ("", None))
+            if uid is not None:
+                kill_user(uid)
+            shutil.rmtree(workdir, ignore_errors=True)
+            _send_json(sock, {"t": "reaped", **info})
+
+
+def _kill_owned_by(uids) -> None:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid in uids:
+                    os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def kill_user(uid: int) -> None:
+    """SIGKILL every process of one student user: nothing it started outlives its grading."""
+    _kill_owned_by((uid,))
 
 
 # --- the grader side ---
@@ -181,7 +224,7 @@ def _readable_paths() -> list[str]:
 def _bwrap_options() -> list[str]:
     # The private /tmp comes first, so that what is bound below it (a virtualenv or a checkout
     # under /tmp) stays visible on top of it.
-    options, made = ["--tmpfs", "/tmp"], set()
+    options, made = ["--size", str(TMPFS_SIZE), "--tmpfs", "/tmp"], set()
     paths = _readable_paths()
     for link in ("/bin", "/sbin", "/lib", "/lib64", "/lib32"):
         if os.path.islink(link):  # merged /usr: the loader is found through these links
@@ -200,7 +243,7 @@ def _bwrap_options() -> list[str]:
     else:
         privileges = ["--unshare-user", "--cap-drop", "ALL"]
     return options + privileges + [
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/sandbox", "--chdir", "/sandbox",
+        "--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_SIZE), "--tmpfs", "/sandbox", "--chdir", "/sandbox",
         "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--new-session", "--clearenv", "--setenv", "HOME", "/sandbox",
         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "OPENBLAS_NUM_THREADS", "1",
@@ -211,75 +254,131 @@ def _bwrap_options() -> list[str]:
 class Worker:
     """One warm worker process, with or without a bubblewrap sandbox, driven over a Unix socket.
 
+    It is started as a new interpreter, or, with `fork=True`, forked from this process, which
+    must then hold nothing a student may not see (`grader.execution` checks before asking).
     Several grading threads may share a worker: each request and its answer happen under a
-    lock, and the student processes themselves run side by side."""
+    lock, and the student processes themselves run side by side, each as its own user when
+    the worker runs as root."""
 
-    def __init__(self, bwrap: str | None):
-        self.bwrap = bwrap
+    count = 0  # workers started by this process: each numbers its student users apart
+
+    def __init__(self, bwrap: str | None, *, fork: bool = False, slots: int = 4):
+        from grader import policy
+
+        self.bwrap, self.fork, self.slots = bwrap, fork and not bwrap, slots
+        self.escape = tuple(policy.ESCAPED)  # () but in the attack suite: see `grader.policy.ESCAPED`
         self.process = None
+        self.pid = None
         self.sock = None
         self.lock = threading.Lock()
         self.generation = 0  # a restart makes the old worker's student processes someone else's
+        self.closed = False
+        self.uid_base = Worker.count * slots * 64
+        Worker.count += 1
         self.start()
 
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        code = f"from grader.sandbox import serve; serve({theirs.fileno()})"
-        command = [sys.executable, "-c", code]
-        if self.bwrap:
-            command = [self.bwrap, *_bwrap_options(), *command]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                        start_new_session=True)
+        if self.fork:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    ours.close()
+                    os.setsid()
+                    os.environ["GRADER_UID_BASE"] = str(self.uid_base)
+                    serve(theirs.fileno(), self.slots, self.escape)
+                finally:
+                    os._exit(0)
+            self.pid = pid
+        else:
+            code = f"from grader.sandbox import serve; serve({theirs.fileno()}, {self.slots}, {self.escape!r})"
+            command = [sys.executable, "-c", code]
+            if self.bwrap:
+                command = [self.bwrap, *_bwrap_options(), *command]
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                   "GRADER_UID_BASE": str(self.uid_base)}
+            if self.bwrap:
+                command[1:1] = ["--setenv", "GRADER_UID_BASE", str(self.uid_base)]
+            self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                            start_new_session=True)
+            self.pid = self.process.pid
         theirs.close()
         self.sock = ours
         self.generation += 1
 
     def restart(self) -> None:
+        if self.closed:
+            return  # closed meanwhile (the run is ending): the request that failed stays failed
         self.close()
+        self.closed = False
         self.start()
 
     def close(self) -> None:
+        """Stop the worker; it ends its student processes first (users of their own included)."""
+        self.closed = True
         if self.sock is not None:
             self.sock.close()
-        if self.process is not None and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait()
+            self.sock = None
+        if self.pid is not None:
+            exited, deadline = False, time.monotonic() + 5
+            while not exited and time.monotonic() < deadline:
+                try:
+                    exited = os.waitpid(self.pid, os.WNOHANG) != (0, 0)
+                except ChildProcessError:
+                    exited = True
+                if not exited:
+                    time.sleep(0.01)
+            if not exited:
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                try:
+                    os.waitpid(self.pid, 0)
+                except ChildProcessError:
+                    pass
+            if self.process is not None:
+                self.process.returncode = -9  # reaped above
+            self.pid = None
 
     # The executor interface of `grader.execution`.
 
-    def spawn(self, job: str, args: dict, timeout: float | None) -> tuple[object, int]:
+    def spawn(self, job: str, timeout: float | None) -> tuple[object, int, int]:
+        """A new student process for `job`: (handle, the pipe to read its answers, the pipe to
+        write its job and reference gradients to)."""
         from grader.execution import WorkerDied
 
         with self.lock:
             try:
-                _send_json(self.sock, {"t": "spawn", "job": job, "args": args, "timeout": timeout})
+                _send_json(self.sock, {"t": "spawn", "job": job, "timeout": timeout})
                 self.sock.settimeout(120)  # the worker imports torch once, the first time
                 reply, fds = _recv_json(self.sock, with_fds=True)
                 self.sock.settimeout(None)
-            except (EOFError, OSError, ValueError):
+            except (EOFError, OSError, ValueError, AttributeError):
                 self.restart()
                 raise WorkerDied("the grading worker stopped; this submission was not graded") from None
-            if reply.get("t") != "spawned" or len(fds) != 1:
+            if reply.get("t") != "spawned" or len(fds) != 2:
                 for fd in fds:
                     os.close(fd)
                 self.restart()
                 raise WorkerDied("the grading worker answered nonsense; this submission was not graded")
-            return (self.generation, int(reply["pid"])), fds[0]
+            return (self.generation, int(reply["pid"])), fds[0], fds[1]
 
-    def reap(self, handle) -> None:
+    def reap(self, handle) -> dict:
+        """End a student process; what its exit was (`grader.execution.reap`)."""
         generation, pid = handle
         with self.lock:
             if generation != self.generation:
-                return  # that worker is gone, and its student processes with it
+                return {}  # that worker is gone, and its student processes with it
             try:
                 _send_json(self.sock, {"t": "reap", "pid": pid})
                 self.sock.settimeout(30)
-                _recv_json(self.sock)
+                reply = _recv_json(self.sock)
                 self.sock.settimeout(None)
-            except (EOFError, OSError, ValueError):
+                return reply
+            except (EOFError, OSError, ValueError, AttributeError):
                 self.restart()
+                return {}

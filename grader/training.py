@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from grader.execution import WorkerDied, _student_error, current_executor
-from grader.wire import Reader, decode_tensor, encode_value, send
+from grader.execution import WorkerDied, _student_error, current_executor, send_job
+from grader.policy import Forbidden, Guard, compile_student
+from grader.wire import Malformed, Reader, check_frame, decode_tensor, encode_value, send
 from grader.network import (
     LECTURE, TRAINING, Config, Vocabulary, backward_pass, build_dataset, forward_fused, init_parameters, load_words,
     split_words, PARAMETER_NAMES,
@@ -108,13 +109,20 @@ class StudentRun:
     params: dict[str, torch.Tensor] = field(default_factory=dict)  # final parameters, when asked for
 
 
-def train_body(write_fd, output, *, source, filename, config, steps, targets, send_params, report_every):
+def train_body(write_fd, output, *, source, filename, config, steps, targets, send_params, report_every,
+               allowed=()):
     """The body of the student process of a training run (`config` as `Config.to_dict()`)."""
+    import ast
+
     config = Config.from_dict(config)
     data = training_data(config)
     params, g = initial_state(config)
-    code = compile(source, filename, "exec")
-    namespace: dict[str, object] = {"__name__": "__student__", "torch": torch, "F": F}
+    guard = Guard(filename, tuple(allowed))
+    code, refused = compile_student(ast.parse(source, filename), filename)
+    if refused is not None:
+        send(write_fd, {"t": "stop", "message": f"step 0: {refused.hint()}"})
+        return
+    namespace = guard.globals()
     namespace.update(dict(n=config.batch_size, batch_size=config.batch_size, vocab_size=len(data.vocab),
                           block_size=config.block_size, n_embd=config.n_embd, n_hidden=config.n_hidden))
     losses: list[float] = []
@@ -127,9 +135,14 @@ def train_body(write_fd, output, *, source, filename, config, steps, targets, se
         namespace.update(Xb=Xb.clone(), Yb=Yb.clone())
         try:
             exec(code, namespace)
+        except Forbidden:
+            pass  # recorded by the guard
         except BaseException as exc:  # noqa: BLE001 - student code may raise anything
             line, message = _student_error(exc, filename, 0)
             send(write_fd, {"t": "stop", "message": f"step {step}, line {line}: {message}"})
+            return
+        if guard.violations:
+            send(write_fd, {"t": "stop", "message": f"step {step}: {guard.violations[0].hint()}"})
             return
         for target in targets:
             grad = namespace.get(target)
@@ -157,25 +170,31 @@ def train_body(write_fd, output, *, source, filename, config, steps, targets, se
 
 def train_student(*, source: str, filename: str, config: Config = TRAINING, steps: int = SHORT_RUN,
                   targets: tuple[str, ...], timeout: float | None, send_params: bool = False,
-                  report_every: int = 100, on_progress=None) -> StudentRun:
+                  report_every: int = 100, on_progress=None, allowed: tuple[str, ...]) -> StudentRun:
     """Train `steps` steps on the student's gradients in a child process and collect the losses."""
     run = StudentRun()
     executor = current_executor()
     args = dict(source=source, filename=filename, config=config.to_dict(), steps=steps, targets=list(targets),
-                send_params=send_params, report_every=report_every)
+                send_params=send_params, report_every=report_every, allowed=list(allowed))
     try:
-        handle, read_fd = executor.spawn("train", args, timeout)
+        handle, read_fd, write_fd = executor.spawn("train", timeout)
     except WorkerDied as exc:
         run.error = str(exc)
         return run
     deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
     finished = False
+    expected = {name: t.numel() for name, t in initial_state(config)[0].items()}
+    # Losses come in batches of `report_every`: the byte cap allows for them, and no more.
+    limit = (1 << 20) + 64 * steps + (sum(expected.values()) * 8 if send_params else 0)
+    reader = Reader(read_fd, deadline, limit=limit)
     try:
-        for header, payload in Reader(read_fd, deadline).messages():
-            kind = header.get("t")
+        os.set_blocking(write_fd, False)
+        send_job(write_fd, args, [], deadline)
+        for header, payload in reader.messages(lambda header: check_frame(header, expected)):
+            kind = header["t"]
             if kind == "progress":
-                run.losses.extend(float(x) for x in header.get("losses", []))
-                step, seconds = int(header.get("step", 0)), float(header.get("seconds", 0.0))
+                run.losses.extend(float(x) for x in header["losses"])
+                step, seconds = header["step"], float(header["seconds"])
                 if step >= 5 and run.step_seconds is None:
                     run.step_seconds = seconds / step
                 if on_progress:
@@ -188,10 +207,13 @@ def train_student(*, source: str, filename: str, config: Config = TRAINING, step
                 finished = True
     except TimeoutError:
         run.error = f"training did not finish within {timeout:g} s (after {len(run.losses)} steps)"
-    except ValueError:
-        run.error = "the student process sent malformed data"
+    except Malformed:
+        run.error = "the submission's process sent malformed data"
+    except (BrokenPipeError, ConnectionError):
+        pass  # it ended before reading its job: said below
     finally:
         os.close(read_fd)
+        os.close(write_fd)
         executor.reap(handle)
     if not finished and run.error is None:
         run.error = f"the student process ended abruptly after {len(run.losses)} steps"
@@ -238,11 +260,11 @@ class TrainingComparison:
 
 
 def compare_training(*, source: str, filename: str, targets: tuple[str, ...], config: Config = TRAINING,
-                     steps: int = SHORT_RUN, timeout: float = 60.0) -> TrainingComparison:
+                     steps: int = SHORT_RUN, timeout: float = 60.0, allowed: tuple[str, ...]) -> TrainingComparison:
     """Train twice from the same seed, on the student's gradients and on autograd's, and compare."""
     _, expected = autograd_run(config, steps)
     run = train_student(source=source, filename=filename, config=config, steps=steps, targets=targets,
-                        timeout=timeout)
+                        timeout=timeout, allowed=allowed)
     if run.error or len(run.losses) != steps:
         return TrainingComparison(steps, LOSS_TOLERANCE, None, None, expected[-1], None,
                                   error=run.error or "the run stopped early")
@@ -306,12 +328,12 @@ class FullTraining:
 
 
 def full_training(*, source: str, filename: str, targets: tuple[str, ...], steps: int = FULL_RUN,
-                  config: Config = TRAINING, on_progress=None) -> FullTraining:
+                  config: Config = TRAINING, on_progress=None, allowed: tuple[str, ...]) -> FullTraining:
     """The lecture's optimisation on the student's gradients, then calibrate, evaluate and sample."""
     started = time.perf_counter()
     run = train_student(source=source, filename=filename, config=config, steps=steps, targets=targets,
                         timeout=None, send_params=True, report_every=max(1, min(1000, steps // 100)),
-                        on_progress=on_progress)
+                        on_progress=on_progress, allowed=allowed)
     result = FullTraining(steps=steps, seconds=time.perf_counter() - started, error=run.error)
     if run.error or set(run.params) != set(PARAMETER_NAMES):
         result.error = run.error or "the training run sent no parameters back"

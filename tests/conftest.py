@@ -34,3 +34,25 @@ def by_name(result) -> dict:
 @pytest.fixture
 def solution() -> str:
     return SOLUTION
+
+
+ESCAPE = ("os", "signal", "ctypes", "gc", "sys")
+
+
+@pytest.fixture
+def escaped(monkeypatch):
+    """Student code that has escaped the guard: `os`, `signal`, `ctypes`, `gc` and `sys` are in its
+    scope, as if an attack had got past `grader.policy`. Every worker started meanwhile (a batch's,
+    Gradescope's, and the one `grade FILE` uses here) runs student code so: the layers under the
+    guard (the clean process, the pipes' reader, process limits, users, the sandbox) must hold."""
+    from grader import policy
+    from grader.execution import current_executor, use_executor
+    from grader.sandbox import Worker
+
+    monkeypatch.setattr(policy, "ESCAPED", ESCAPE)
+    worker = Worker(None, fork=True)
+    before = current_executor()
+    use_executor(worker)
+    yield worker
+    use_executor(before)
+    worker.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import json
 
 import pytest
@@ -56,18 +57,27 @@ def test_sizes_taken_from_the_names_in_scope_pass_everywhere(solution):
 @pytest.mark.parametrize("line", [
     "loss.backward()\ndlogprobs = logprobs.grad",
     "dlogprobs = torch.autograd.grad(loss, logprobs)[0]",
-    "import gc\ndlogprobs = -1.0/n * F.one_hot(Yb, num_classes=vocab_size).float()",
+    "dlogprobs = getattr(logprobs, 'gr' + 'ad')",
+    "g = getattr(torch, 'auto' + 'grad')\ndlogprobs = g.grad(loss, logprobs)[0]",
 ])
 def test_autograd_and_interpreter_tricks_fail_with_the_policy_hint(solution, line):
     result = by_name(grade_text(replace_line(solution, "dlogprobs =", line)))["dlogprobs"]
     assert result.status is Status.FAIL and result.policy == "autograd"
-    assert "by hand" in result.hint
+    assert "by hand" in result.hint and re.search(r"line 1[23]\b.*`[\w.]+` is not allowed", result.hint)  # the refused access
 
 
-def test_a_stray_backward_call_taints_every_gradient_after_it(solution):
+def test_a_refused_line_fails_only_what_it_assigns_and_what_is_computed_from_it(solution):
+    # A stray `loss.backward()` assigns nothing: it is refused (a note) and fails no gradient.
     result = grade_text(replace_line(solution, "dh =", "loss.backward()\ndh = dlogits @ W2.T"))
-    assert failing(result)[0] == "dh" and "dlogits" not in failing(result)
-    assert all(r.policy == "autograd" for r in result.results if not r.status.passed)
+    assert failing(result) == [] and any("backward" in note for note in result.notes)
+    # A helper assigned on a refused line taints the gradients computed from it, and only those.
+    cheat = "helper = getattr(h, 'requires' + '_grad')\ndh = dlogits @ W2.T + 0 * helper"
+    result = grade_text(replace_line(solution, "dh =", cheat))
+    assert failing(result) == ["dh"] and by_name(result)["dh"].policy == "autograd"
+    assert "requires_grad" in by_name(result)["dh"].hint
+    # An import the code may not make, on a line of its own, fails nothing.
+    result = grade_text(replace_line(solution, "dlogprobs =", "import gc\n" + solution.split("\n")[11]))
+    assert failing(result) == [] and any("import gc" in note for note in result.notes)
 
 
 def test_library_shortcuts_fail_in_ex1_but_softmax_is_allowed_in_ex2(solution):

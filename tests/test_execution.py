@@ -38,11 +38,18 @@ def test_system_exit_stops_the_file_with_a_clear_error(solution):
     assert statuses(result)["dW2"] is Status.ERROR
 
 
-def test_os_exit_self_kill_and_segfault_are_caught_and_earlier_answers_kept(solution):
+def test_os_exit_self_kill_and_segfault_are_refused_by_the_guard(solution):
+    for line in ("import os; os._exit(0)", "import ctypes; ctypes.string_at(0)"):
+        result = grade_text(replace_line(solution, "dh =", line))
+        assert result.error is None and any("is not allowed here" in note for note in result.notes)
+        assert statuses(result)["dlogits"] is Status.EXACT and statuses(result)["dW2"] is Status.EXACT
+
+
+def test_os_exit_self_kill_and_segfault_past_the_guard_are_caught_and_earlier_answers_kept(solution, escaped):
     for line in (
-        "import os; os._exit(0)",
-        "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
-        "import ctypes; ctypes.string_at(0)",  # a segfault
+        "os.abort()",
+        "os.kill(os.getpid(), signal.SIGKILL)",
+        "ctypes.string_at(0)",  # a segfault
     ):
         result = grade_text(replace_line(solution, "dh =", line))
         assert "ended abruptly at line 22" in result.error

@@ -86,8 +86,8 @@ def test_ex4_gradient_that_drifts_over_steps_is_caught_only_by_the_training_run(
 
 def test_training_comparison_is_deterministic():
     source = replace_line(EX4.solution_path.read_text(), "dhpreact =", "dhpreact = (1.0 - h**2) * dh")
-    first = compare_training(source=source, filename="ex4.py", targets=EX4.targets)
-    second = compare_training(source=source, filename="ex4.py", targets=EX4.targets)
+    first = compare_training(source=source, filename="ex4.py", targets=EX4.targets, allowed=EX4.allowed)
+    second = compare_training(source=source, filename="ex4.py", targets=EX4.targets, allowed=EX4.allowed)
     assert first == second and first.passed
 
 
