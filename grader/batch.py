@@ -12,14 +12,18 @@ same outputs as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
 import queue
 import re
+import secrets
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -31,8 +35,9 @@ from pathlib import Path
 
 from grader.compare import FileResult, Settings
 from grader.exercises import BY_ID, EXERCISES, Exercise
-from grader.execution import DEFAULT_TIMEOUT, SubmissionError, use_executor
+from grader.execution import DEFAULT_TIMEOUT, SubmissionError, incidents, use_executor
 from grader.grading import Loaded
+from grader.reports import printable
 
 SUFFIXES = (".py", ".ipynb")
 # LMS downloads: `smith_12345_67890_ex1_backprop_all.py` (Canvas adds `_LATE` after the name).
@@ -42,6 +47,8 @@ NAME_PATTERN = r"^(?P<student>.+?)[_\-. ](?P<file>ex\d.*)$"
 THREADS_PER_WORKER = 2
 MAX_ZIP_BYTES = 2 << 30
 MAX_ZIP_FILES = 100_000
+# A submission is a few kB; a larger file is never read whole, nor parsed.
+MAX_SUBMISSION_BYTES = 1 << 20
 
 
 class BatchError(Exception):
@@ -82,6 +89,7 @@ class Discovery:
     submissions: list[Submission] = field(default_factory=list)
     unrecognised: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # `name (why)`: links, paths out of the folder, oversized files
 
 
 def student_from_name(stem: str, pattern: str | None) -> str:
@@ -93,75 +101,178 @@ def student_from_name(stem: str, pattern: str | None) -> str:
     return stem
 
 
-def _load(path: Path, name: str) -> tuple[Loaded | None, Exercise | None, str | None, str]:
-    """(loaded, exercise, problem, digest) of one file. A file that cannot be read but is
-    named after an exercise is that exercise's `error`; one that is neither is unrecognised."""
+def shown(name: str) -> str:
+    """A file name as text that can be written anywhere: bytes that are not UTF-8 (which Python keeps
+    as lone surrogates, unwritable as UTF-8) become `\\xff` escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _read(path: Path) -> bytes | None:
+    """A submission's bytes, opened without following a link; None, unread, when it is over
+    MAX_SUBMISSION_BYTES. Raises OSError (ELOOP for a link) for anything but a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO must not hang us
+    with open(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_size > MAX_SUBMISSION_BYTES:
+            return None
+        data = handle.read(MAX_SUBMISSION_BYTES + 1)  # it may have grown since fstat
+    return data if len(data) <= MAX_SUBMISSION_BYTES else None
+
+
+def _load(data: bytes, filename: str, name: str, scratch: Path) -> tuple[Loaded | None, Exercise | None, str | None]:
+    """(loaded, exercise, problem) of one file's bytes. A file that cannot be read or parsed but is
+    named after an exercise is that exercise's `error`; one that is neither is unrecognised.
+
+    `load_submission` reads a path: it gets a private copy of the bytes already read (and hashed),
+    so what is graded is what was checked, whatever happens to the original meanwhile."""
     from grader.exercises import recognise
     from grader.grading import load_submission
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    copy = Path(tempfile.mkdtemp(dir=scratch)) / filename
+    copy.write_bytes(data)
     try:
-        loaded = load_submission(path=path)
-        return loaded, loaded.exercise, None, digest
+        loaded = load_submission(path=copy)
+        return loaded, loaded.exercise, None
     except SubmissionError as exc:
-        return None, recognise(path.name, set()), str(exc).replace(str(path), name), digest
+        problem = str(exc).replace(str(copy), name)
+    except (RecursionError, MemoryError):  # what the parser raises for `1+1+...+1` or `---...-1`
+        problem = f"{name} is too deeply nested to parse"
+    except ValueError as exc:
+        problem = f"{name} cannot be parsed ({type(exc).__name__})"
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)
+    return None, recognise(filename, set()), problem
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "__"))
+
+
+def _files(root: Path, found: Discovery, student_pattern: str | None) -> list[tuple[str, Path]]:
+    """(student, path) of every file under `root`, in order. Links are never followed, at any
+    depth: a submission is whatever the student's files hold, not whatever they point at."""
+
+    def kind(path: Path) -> str | None:
+        """A path's kind, "dir" or "file"; anything else is listed as skipped, and is None."""
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError as exc:
+            why = f"cannot be read: {exc.strerror}"
+        else:
+            if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+                return "dir" if stat.S_ISDIR(mode) else "file"
+            why = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        found.skipped.append(f"{shown(str(path.relative_to(root)))} ({why})")
+        return None
+
+    files = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith((".", "__MACOSX")):
+            continue
+        what = kind(entry)
+        if what == "file":
+            files.append((student_from_name(shown(entry.stem), student_pattern), entry))
+        elif what == "dir" and not _hidden(entry.name):
+            inside = []
+            for folder, dirnames, filenames in os.walk(entry, followlinks=False):
+                here = Path(folder)
+                dirnames[:] = [d for d in dirnames if not _hidden(d) and kind(here / d) == "dir"]
+                inside += [here / f for f in filenames if not _hidden(f) and kind(here / f) == "file"]
+            files += [(shown(entry.name), path) for path in sorted(inside)]
+    return files
 
 
 def discover(root: Path, *, student_pattern: str | None = None, only: str | None = None) -> Discovery:
     """Find every submission under a folder (a folder per student, or loose files, or both)."""
+    from grader.exercises import recognise
+
     found = Discovery()
-    files: list[tuple[str, Path]] = []
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith((".", "__MACOSX")):
-            continue
-        if entry.is_dir():
-            for path in sorted(entry.rglob("*")):
-                if path.is_file() and not any(part.startswith((".", "__")) for part in path.relative_to(root).parts):
-                    files.append((entry.name, path))
-        elif entry.is_file():
-            files.append((student_from_name(entry.stem, student_pattern), entry))
     seen: dict[tuple[str, str], Submission] = {}
-    for student, path in files:
-        name = str(path.relative_to(root))
-        if path.suffix not in SUFFIXES:
-            found.unrecognised.append(name)
-            continue
-        loaded, exercise, problem, digest = _load(path, name)
-        if exercise is None:
-            found.unrecognised.append(name)
-            continue
-        if only and exercise.id != only:
-            continue
-        submission = Submission(student, path, name, exercise, digest, loaded, problem)
-        if submission.key in seen:
-            found.duplicates.append(f"{name} (kept {seen[submission.key].name})")
-            continue
-        seen[submission.key] = submission
-        found.submissions.append(submission)
+    with tempfile.TemporaryDirectory(prefix="grade-discover-") as scratch:
+        for student, path in _files(root, found, student_pattern):
+            name = shown(str(path.relative_to(root)))
+            if path.suffix not in SUFFIXES:
+                found.unrecognised.append(name)
+                continue
+            try:
+                data = _read(path)
+            except OSError as exc:  # replaced by a link or a FIFO since it was listed, or unreadable
+                why = "a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
+                found.skipped.append(f"{name} ({why})")
+                continue
+            if data is None:
+                loaded, exercise, problem = None, recognise(path.name, set()), f"{name} is larger than 1 MB"
+                digest = hashlib.sha256(b"larger than MAX_SUBMISSION_BYTES").hexdigest()  # never read, so not hashed
+                if exercise is None:
+                    found.skipped.append(f"{name} (larger than 1 MB)")
+                    continue
+            else:
+                loaded, exercise, problem = _load(data, path.name, name, Path(scratch))
+                digest = hashlib.sha256(data).hexdigest()
+            if exercise is None:
+                found.unrecognised.append(name)
+                continue
+            if only and exercise.id != only:
+                continue
+            submission = Submission(student, path, name, exercise, digest, loaded, problem)
+            if submission.key in seen:
+                found.duplicates.append(f"{name} (kept {seen[submission.key].name})")
+                continue
+            seen[submission.key] = submission
+            found.submissions.append(submission)
     return found
 
 
-def extract_zip(archive: Path, into: Path) -> Path:
-    """Unpack a zip of submissions safely (no path outside `into`, no links, bounded size)."""
+def unsafe_member(member: zipfile.ZipInfo) -> str | None:
+    """Why a zip member must not be unpacked (None when it may): a name that is absolute or climbs
+    out with `..` lands outside its folder, maybe on another student's file; a link points anywhere."""
+    name = member.filename
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        return "an absolute path"
+    if ".." in re.split(r"[/\\]", name):
+        return "a path through .."
+    if stat.S_ISLNK(member.external_attr >> 16):
+        return "a symbolic link"
+    return None
+
+
+def _unpack(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> str | None:
+    """Write one member, cut one byte past MAX_SUBMISSION_BYTES (enough to be seen as too large,
+    never read whole); why it could not be written, or None."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(member) as src, open(target, "xb") as dst:  # "x": never over a file, nor through a link
+            dst.write(src.read(MAX_SUBMISSION_BYTES + 1))
+    except FileExistsError:
+        return "a second copy of a name already unpacked"
+    except OSError as exc:
+        return f"cannot be unpacked: {exc.strerror}"
+    return None
+
+
+def extract_zip(archive: Path, into: Path) -> tuple[Path, list[str]]:
+    """Unpack a zip of submissions safely (nothing outside `into`, no links, bounded size): the
+    folder to grade, and the members skipped, each `name (why)`."""
+    skipped = []
     try:
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
             if len(members) > MAX_ZIP_FILES or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
                 raise BatchError(f"{archive} is too large to unpack (over {MAX_ZIP_FILES} files or 2 GB)")
             for member in members:
-                target = (into / member.filename).resolve()
-                is_link = (member.external_attr >> 16) & 0o170000 == 0o120000
-                if member.is_dir() or is_link or not str(target).startswith(str(into.resolve()) + os.sep):
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(member) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                why = unsafe_member(member)
+                if why is None and not member.is_dir():
+                    why = _unpack(zf, member, into / member.filename)
+                if why:
+                    skipped.append(f"{member.filename} ({why})")
     except zipfile.BadZipFile:
         raise BatchError(f"{archive} is not a zip file") from None
     entries = [e for e in into.iterdir() if not e.name.startswith((".", "__MACOSX"))]
     if len(entries) == 1 and entries[0].is_dir():  # a zip of one folder: the folder is the batch
-        return entries[0]
-    return into
+        return entries[0], skipped
+    return into, skipped
 
 
 # --- results ---
@@ -199,13 +310,18 @@ class ResultLog:
             self.handle.write("\n")
 
     def append(self, record: dict) -> None:
+        """Write a record; after `close` it is dropped: a run that was stopped must not record the
+        errors its own shutdown causes (a worker killed under a submission) as that student's result."""
         with self.lock:
+            if self.handle.closed:
+                return
             self.handle.write(json.dumps(record, sort_keys=True) + "\n")
             self.handle.flush()
             os.fsync(self.handle.fileno())
 
     def close(self) -> None:
-        self.handle.close()
+        with self.lock:
+            self.handle.close()
 
 
 def _record(submission: Submission, result: FileResult, version: str) -> dict:
@@ -225,42 +341,59 @@ def _record(submission: Submission, result: FileResult, version: str) -> dict:
     }
 
 
+def _error_result(submission: Submission, message: str) -> FileResult:
+    from grader.grading import _file_error, first_reference
+
+    return _file_error(submission.exercise, first_reference(submission.exercise), submission.name, message)
+
+
 def grade_submission(submission: Submission, *, timeout: float, settings: Settings) -> FileResult:
     """One submission's result; a file that cannot be read becomes an `error` result, never an exception."""
-    from grader.grading import _file_error, first_reference, grade_loaded
+    from grader.grading import grade_loaded
 
-    exercise = submission.exercise
     if submission.problem:
-        return _file_error(exercise, first_reference(exercise), submission.name, submission.problem)
-    return grade_loaded(submission.loaded, filename=submission.name, timeout=timeout, settings=settings)
+        return _error_result(submission, submission.problem)
+    try:
+        return grade_loaded(submission.loaded, filename=submission.name, timeout=timeout, settings=settings)
+    except (RecursionError, MemoryError):  # the grader parses the source again, and may meet the same bomb
+        return _error_result(submission, f"{submission.name} is too deeply nested to parse")
 
 
 # --- running ---
 
 
 class Progress:
-    """A progress line: count, rate and ETA, redrawn on a terminal, plain lines otherwise."""
+    """A progress line: count, rate and ETA, redrawn on a terminal, plain lines otherwise.
+
+    Writing it never raises: when the stream fails (a closed pipe), the error is kept in `failed`
+    and the run decides what to do; a grading thread must not die of it."""
 
     def __init__(self, total: int, stream=sys.stderr):
         self.total, self.done, self.stream = total, 0, stream
         self.started = time.monotonic()
         self.tty = stream.isatty()
         self.printed = -1
+        self.failed: OSError | None = None
 
     def step(self, label: str) -> None:
         self.done += 1
+        if self.failed:
+            return
         elapsed = time.monotonic() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate else 0.0
-        line = f"graded {self.done}/{self.total} · {rate:.1f}/s · ETA {eta:.0f}s · {label}"
-        if self.tty:
-            self.stream.write("\r\033[K" + line[:120])
-            if self.done == self.total:
-                self.stream.write("\n")
-        elif self.done * 10 // max(self.total, 1) > self.printed or self.done == self.total:
-            self.printed = self.done * 10 // max(self.total, 1)
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        line = f"graded {self.done}/{self.total} · {rate:.1f}/s · ETA {eta:.0f}s · {printable(label)}"
+        try:
+            if self.tty:
+                self.stream.write("\r\033[K" + line[:120])
+                if self.done == self.total:
+                    self.stream.write("\n")
+            elif self.done * 10 // max(self.total, 1) > self.printed or self.done == self.total:
+                self.printed = self.done * 10 // max(self.total, 1)
+                self.stream.write(line + "\n")
+            self.stream.flush()
+        except OSError as exc:
+            self.failed = exc
 
 
 def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -304,10 +437,11 @@ def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout:
 
 def _run(submissions, out, workers, timeout, exercise, student_pattern, settings, log, progress_stream) -> dict:
     with tempfile.TemporaryDirectory(prefix="grade-batch-") as scratch:
-        root = submissions
+        root, unpacked_skipped = submissions, []
         if submissions.is_file():
-            root = extract_zip(submissions, Path(scratch))
+            root, unpacked_skipped = extract_zip(submissions, Path(scratch))
         found = discover(root, student_pattern=student_pattern, only=exercise)
+        found.skipped[:0] = unpacked_skipped
 
     version = grader_version()
     results_path = out / "results.jsonl"
@@ -315,14 +449,63 @@ def _run(submissions, out, workers, timeout, exercise, student_pattern, settings
     pending = [s for s in found.submissions if (s.student, s.exercise.id, s.digest, version) not in done]
     log(f"{len(found.submissions)} submissions from {len({s.student for s in found.submissions})} students; "
         f"{len(found.submissions) - len(pending)} already graded, {len(pending)} to grade"
-        + (f"; {len(found.unrecognised)} files not recognised" if found.unrecognised else ""))
+        + (f"; {len(found.unrecognised)} files not recognised" if found.unrecognised else "")
+        + (f"; {len(found.skipped)} skipped as unsafe" if found.skipped else ""))
 
     if pending:
         _grade_all(pending, results_path, version, workers[: len(pending)], timeout, settings, progress_stream)
     return write_outputs(found, out, version, log=log)
 
 
+def _grade_safely(submission: Submission, timeout: float, settings: Settings) -> FileResult:
+    try:
+        return grade_submission(submission, timeout=timeout, settings=settings)
+    except Exception as exc:  # noqa: BLE001 - a bug must not lose the rest of the class
+        return _error_result(submission, f"the grader failed on this submission: {type(exc).__name__}")
+
+
+class Solo:
+    """Grading side by side, except for a submission graded again alone: `alone()` waits until
+    nothing else runs, and holds every other grading back until it is done."""
+
+    def __init__(self):
+        self.condition = threading.Condition()
+        self.running, self.waiting, self.solo = 0, 0, False
+
+    @contextlib.contextmanager
+    def shared(self):
+        with self.condition:
+            self.condition.wait_for(lambda: not self.solo and not self.waiting)
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self.condition:
+                self.running -= 1
+                self.condition.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self):
+        with self.condition:
+            self.waiting += 1
+            self.condition.wait_for(lambda: not self.solo and not self.running)
+            self.waiting -= 1
+            self.solo = True
+        try:
+            yield
+        finally:
+            with self.condition:
+                self.solo = False
+                self.condition.notify_all()
+
+
 def _grade_all(pending, results_path, version, workers, timeout, settings, progress_stream) -> None:
+    """Grade `pending`, appending each result to results.jsonl as it comes.
+
+    An exception while grading one submission is that submission's `error` result. Anything that
+    stops the run (Ctrl-C, SIGTERM as KeyboardInterrupt, a closed output pipe, a full disk) is
+    raised here, after the results so far are on disk and before any output is written: a
+    gradebook written then would show zeros for every student not graded yet."""
     import torch
 
     torch.set_num_threads(1)
@@ -331,48 +514,71 @@ def _grade_all(pending, results_path, version, workers, timeout, settings, progr
         work.put(submission)
     results = ResultLog(results_path)
     progress = Progress(len(pending), progress_stream)
+    stop = threading.Event()
     failures: list[BaseException] = []
+    solo = Solo()
 
     def loop(worker):
-        use_executor(worker)
-        while True:
-            try:
-                submission = work.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                result = grade_submission(submission, timeout=timeout, settings=settings)
-            except Exception as exc:  # noqa: BLE001 - a bug must not lose the rest of the class
-                failures.append(exc)
-                continue
-            results.append(_record(submission, result, version))
-            with results.lock:
-                progress.step(f"{submission.student} {submission.exercise.id}")
+        try:
+            use_executor(worker)
+            while not stop.is_set():
+                try:
+                    submission = work.get_nowait()
+                except queue.Empty:
+                    return
+                incidents()
+                with solo.shared():
+                    result = _grade_safely(submission, timeout, settings)
+                retried = bool(incidents()) and not stop.is_set()
+                if retried:  # a signal it did not send itself, or starved of CPU: once more, alone
+                    with solo.alone():
+                        result = _grade_safely(submission, timeout, settings)
+                if stop.is_set():
+                    return  # stopped meanwhile: a run being shut down is no verdict on this submission
+                results.append({**_record(submission, result, version), "retried": retried})
+                with results.lock:
+                    progress.step(f"{submission.student} {submission.exercise.id}")
+                if progress.failed:
+                    stop.set()
+        except BaseException as exc:  # noqa: BLE001 - a full disk, say: stop the run, write no outputs
+            failures.append(exc)
+            stop.set()
 
     # Two grading threads per worker: while one waits on a slow student process, the other keeps
-    # its core busy (the worker only forks; the student processes run side by side).
+    # its core busy (the worker only forks; the student processes run side by side). Side by side
+    # in one sandbox they must be different users, which needs root; else, one at a time.
+    sandboxed = any(worker.bwrap for worker in workers)
+    per_worker = THREADS_PER_WORKER if os.getuid() == 0 or not sandboxed else 1
     threads = [threading.Thread(target=loop, args=(w,), daemon=True)
-               for w in workers for _ in range(THREADS_PER_WORKER)][: len(pending)]
+               for w in workers for _ in range(per_worker)][: len(pending)]
     try:
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+    except BaseException:
+        # Interrupted: the threads take no more work, and whatever they finish from now on is
+        # dropped (the log is closed below, before run_batch closes the workers under them).
+        stop.set()
+        raise
     finally:
         results.close()
-    if failures:
-        raise failures[0]
+    if failures or progress.failed:
+        raise failures[0] if failures else progress.failed
 
 
 # --- outputs ---
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet runs a cell that starts with one of these as a formula, also after leading
+# whitespace, and also in their fullwidth forms (＝ ＋ － ＠); a leading tab or CR, whatever follows.
+FORMULA_SIGNS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 def safe_cell(value) -> str:
     """A CSV cell that a spreadsheet will not run as a formula."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
+    dangerous = text.startswith(("\t", "\r")) or text.lstrip().startswith(FORMULA_SIGNS)
+    return "'" + text if dangerous else text
 
 
 def _score(value: float) -> str:
@@ -414,6 +620,40 @@ def hint_kind(result: dict) -> str | None:
     return "wrong values"
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write a file so that a reader (or a run killed meanwhile) sees the old file or the new one,
+    never half of one: a temporary file beside it, then a rename over it."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _replace_folder(folder: Path, fill) -> None:
+    """Build a new folder with `fill(new_folder)`, then swap it for `folder`: a reader sees the old
+    folder, briefly none, or the new one, never a half-written one."""
+    new = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.new")
+    old = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.old")
+    try:
+        new.mkdir()
+        fill(new)
+        if folder.exists():
+            os.rename(folder, old)
+        os.rename(new, folder)
+    except BaseException:
+        if old.exists() and not folder.exists():
+            os.rename(old, folder)
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_outputs(found: Discovery, out: Path, version: str, *, log=print) -> dict:
     """The gradebook, per-student feedback and the class summary, from results.jsonl."""
     records = {}
@@ -437,21 +677,21 @@ def write_outputs(found: Discovery, out: Path, version: str, *, log=print) -> di
         max_total = sum(BY_ID[e].max_score for e in exercises)
         writer.writerow([safe_cell(student), _score(total), _score(max_total),
                          *[_score(rows[e]["score"]) if e in rows else "" for e in exercises]])
-    (out / "gradebook.csv").write_text(buffer.getvalue(), encoding="utf-8")
+    write_atomically(out / "gradebook.csv", buffer.getvalue())
 
-    feedback = out / "feedback"
-    if feedback.exists():
-        shutil.rmtree(feedback)
-    feedback.mkdir()
-    taken: set[str] = set()
-    for student in students:
-        rows = [by_student[student][e] for e in BY_ID if e in by_student[student]]
-        name = safe_filename(student, taken)
-        (feedback / f"{name}.txt").write_text("\n\n".join(r["report"] for r in rows) + "\n", encoding="utf-8")
-        (feedback / f"{name}.json").write_text(json.dumps([r["result"] for r in rows], indent=2), encoding="utf-8")
+    def write_feedback(folder: Path) -> None:
+        taken: set[str] = set()
+        for student in students:
+            rows = [by_student[student][e] for e in BY_ID if e in by_student[student]]
+            name = safe_filename(student, taken)
+            write_atomically(folder / f"{name}.txt", "\n\n".join(r["report"] for r in rows) + "\n")
+            write_atomically(folder / f"{name}.json", json.dumps([r["result"] for r in rows], indent=2))
+
+    _replace_folder(out / "feedback", write_feedback)
 
     summary = {"grader_version": version, "students": len(students), "submissions": len(graded),
-               "unrecognised": found.unrecognised, "duplicates": found.duplicates, "exercises": {}}
+               "unrecognised": found.unrecognised, "duplicates": found.duplicates, "skipped": found.skipped,
+               "exercises": {}}
     for exercise_id in exercises:
         rows = [r for r in graded if r["exercise"] == exercise_id]
         gradients = {}
@@ -469,7 +709,7 @@ def write_outputs(found: Discovery, out: Path, version: str, *, log=print) -> di
             "max_score": BY_ID[exercise_id].max_score,
             "gradients": gradients,
         }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_atomically(out / "summary.json", json.dumps(summary, indent=2))
     log(summary_text(summary))
     return summary
 
@@ -481,11 +721,12 @@ def summary_text(summary: dict) -> str:
         lines.append(f"\n{exercise_id}: {data['complete']}/{data['submissions']} complete, "
                      f"mean score {data['mean_score']:.1f}/{data['max_score']:g}")
         for target, info in data["gradients"].items():
-            mistakes = " · ".join(f"{m['share']:.0%} {m['what']}" for m in info["mistakes"][:2])
+            mistakes = " · ".join(f"{m['share']:.0%} {printable(m['what'])}" for m in info["mistakes"][:2])
             lines.append(f"  {target:16} {info['passing']:5.0%} pass" + (f"   {mistakes}" if mistakes else ""))
-    if summary["unrecognised"]:
-        lines.append(f"\nnot recognised ({len(summary['unrecognised'])}): " + ", ".join(summary["unrecognised"][:10])
-                     + (" ..." if len(summary["unrecognised"]) > 10 else ""))
-    if summary["duplicates"]:
-        lines.append("duplicates ignored: " + ", ".join(summary["duplicates"][:10]))
+    for key, title in (("unrecognised", "\nnot recognised"), ("duplicates", "duplicates ignored"),
+                       ("skipped", "skipped (unsafe)")):
+        names = summary.get(key) or []
+        if names:
+            lines.append(f"{title} ({len(names)}): " + ", ".join(printable(name) for name in names[:10])
+                         + (" ..." if len(names) > 10 else ""))
     return "\n".join(lines)

@@ -42,10 +42,30 @@ def _tests(result: FileResult, exercise_number: int) -> list[dict]:
 
 
 def gradescope_results(*, submission: Path = SUBMISSION, timeout: float = DEFAULT_TIMEOUT,
-                       settings: Settings = Settings()) -> dict:
-    """Grade every recognised file of one submission folder into Gradescope's results format."""
+                       settings: Settings = Settings(), sandbox: str = "auto") -> dict:
+    """Grade every recognised file of one submission folder into Gradescope's results format.
+
+    The student's code runs as it does in a batch: in the bubblewrap sandbox where it is
+    installed (`setup.sh` installs it), else, run as root, as a user of its own with the
+    process limit. When this returns, no process of the student's is left."""
+    from grader.execution import current_executor, use_executor
+    from grader.sandbox import Worker, bwrap_path
+
+    bwrap = bwrap_path() if sandbox in ("auto", "bwrap") else None
+    if sandbox == "bwrap" and bwrap is None:
+        raise RuntimeError("--sandbox bwrap: bubblewrap is not installed or cannot make a sandbox here")
+    worker, before = Worker(bwrap), current_executor()
+    use_executor(worker)
+    try:
+        return _results(submission, timeout, settings)
+    finally:
+        use_executor(before)
+        worker.close()  # it ends every process of the student's first
+
+
+def _results(submission: Path, timeout: float, settings: Settings) -> dict:
     from grader.batch import Submission, discover, grade_submission
-    from grader.reports import text_report
+    from grader.reports import printable, text_report
 
     started = time.monotonic()
     tests, reports, score = [], [], 0.0
@@ -67,7 +87,9 @@ def gradescope_results(*, submission: Path = SUBMISSION, timeout: float = DEFAUL
     else:
         output = "\n\n".join(reports)
     if found.unrecognised:
-        output += "\n\nNot graded (not recognised): " + ", ".join(found.unrecognised)
+        output += "\n\nNot graded (not recognised): " + printable(", ".join(found.unrecognised))
+    if found.skipped:
+        output += "\n\nNot read (unsafe): " + printable(", ".join(found.skipped))
     return {
         "score": score,
         "execution_time": int(round(time.monotonic() - started)),
@@ -79,14 +101,27 @@ def gradescope_results(*, submission: Path = SUBMISSION, timeout: float = DEFAUL
 
 
 def write_results(results: dict, path: Path = RESULTS) -> None:
+    """Write results.json whole or not at all: a temporary file, then a rename."""
+    import os
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(json.dumps(results, indent=2))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 SETUP_SH = """#!/usr/bin/env bash
 # Installs the backprop-ninja grader and a CPU build of torch in Gradescope's image.
 set -euo pipefail
-apt-get update -qq && apt-get install -y -qq python3 python3-pip >/dev/null
+apt-get update -qq && apt-get install -y -qq python3 python3-pip bubblewrap >/dev/null
 cd /autograder/source
 python3 -m pip install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 python3 -m pip install --quiet .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 
@@ -16,6 +17,25 @@ COLOURS = {
     Status.MISSING: "yellow",
     Status.ERROR: "magenta",
 }
+
+
+# Terminal escape sequences, 7- and 8-bit, then the control characters left over, and lone
+# surrogates (from file names that are not UTF-8, unwritable as UTF-8).
+_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI: colours, cursor moves, clearing the screen
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[ -/]*[0-~]?"  # any other escape (`ESC c` resets the terminal, `ESC ( 0` draws lines)
+)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t and \n
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def printable(text: str, *, multiline: bool = False) -> str:
+    """Text from a student (printed output, a file or folder name) made safe for a terminal or a text
+    file: without escape sequences or control characters, which could clear the screen, move the
+    cursor or fake a verdict. `multiline` keeps newlines and tabs; otherwise they become spaces."""
+    text = _SURROGATES.sub("\ufffd", _CONTROLS.sub("", _ESCAPES.sub("", text)))
+    return text if multiline else text.replace("\n", " ").replace("\t", " ")
 
 
 def use_color(stream=None) -> bool:
@@ -61,10 +81,11 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
     def style(text: str, **kwargs) -> str:
         return click.style(text, **kwargs) if color else text
 
-    title = f"{result.file}" + (f" · {result.exercise}" if result.exercise else "")
+    # The file name, error, hints and notes can carry a student's text (a name, an exception's message).
+    title = printable(result.file) + (f" · {result.exercise}" if result.exercise else "")
     out = [style(title, bold=True)]
     if result.error:
-        out.append(style(f"error: {result.error}", fg="magenta", bold=True))
+        out.append(style(f"error: {printable(result.error)}", fg="magenta", bold=True))
     width = max([len(r.name) for r in result.results] + [4])
     out.append(f"  {'name'.ljust(width)}  {'status':7}  {'maxdiff':>7}  line")
     for r in result.results:
@@ -72,11 +93,11 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
         line = (f"{r.cell}:{r.line}" if r.cell else str(r.line)) if r.line is not None else ""
         out.append(f"  {r.name.ljust(width)}  {status}  {_maxdiff(r.maxdiff):>7}  {line}".rstrip())
         if r.hint and not (result.error and r.hint.startswith("not graded")):
-            out.append(f"  {' ' * width}  ↳ {r.hint}")
+            out.append(f"  {' ' * width}  ↳ {printable(r.hint)}")
         if r.about:
             out.append(f"  {' ' * width}    {style('about: ' + r.about, dim=True)}")
         if r.warning:
-            out.append(f"  {' ' * width}  {style('! ' + r.warning, fg='yellow')}")
+            out.append(f"  {' ' * width}  {style('! ' + printable(r.warning), fg='yellow')}")
     if result.training is not None:
         out.append(style(result.training.describe(), fg="green" if result.training.passed else "red"))
     out.append(summary_line(result))
@@ -90,10 +111,10 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
             f"approx passes: within rtol {RTOL:g}, atol {ATOL:g} of autograd; the difference is floating-point rounding."
         )
     for note in result.notes:
-        out.append(f"note: {note} (assigns no gradient)")
+        out.append(f"note: {printable(note)} (assigns no gradient)")
     if result.output:
         out.append("your code printed:")
-        out.extend("  | " + line for line in result.output.rstrip("\n").splitlines())
+        out.extend("  | " + line for line in printable(result.output, multiline=True).rstrip("\n").splitlines())
     return "\n".join(out)
 
 

@@ -66,6 +66,8 @@ def test_folders_loose_files_notebooks_and_unrecognised_files_are_sorted_out(tmp
     assert sorted(found.unrecognised) == ["carol_ex9.py", "readme.txt"]
 
 
+# What hostile students write. Against the guard, as they would write it: each reach for the
+# machine is refused where it runs, and becomes a note or a failed line.
 ADVERSARIAL = {
     "looper": with_line("while True: pass"),
     "forkbomb": with_line("import os\nwhile True: os.fork()"),
@@ -75,18 +77,28 @@ ADVERSARIAL = {
     "exiter": with_line("import os; os._exit(0)"),
     "selfkill": with_line("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
     "cheater": with_line("torch.allclose = torch.equal = lambda *a, **k: True\ndprobs = probs"),
-    "recursion": with_line("import sys; sys.setrecursionlimit(10**6)\ndef f(n): return f(n + 1)\nf(0)"),
+    "recursion": with_line("def f(n): return f(n + 1)\nf(0)"),
     "empty": "",
+}
+# The same attacks from code that has escaped the guard (the `escaped` fixture puts `os`, `signal`,
+# `ctypes`, `gc` and `sys` in its scope): the process limits and the sandbox must hold on their own.
+ESCAPED_ATTACKS = {
+    "forkbomb": with_line("while True: os.fork()"),
+    "bigfile": with_line("f = os.open('big.bin', os.O_WRONLY | os.O_CREAT)\nfor _ in range(1024): os.write(f, b'x' * (1 << 20))"),
+    "exiter": with_line("os.abort()"),
+    "selfkill": with_line("os.kill(os.getpid(), signal.SIGKILL)"),
+    "recursion": with_line("sys.setrecursionlimit(10**6)\ndef f(n): return f(n + 1)\nf(0)"),
 }
 
 
-def adversarial_class(folder: Path, home: Path) -> None:
-    for student, source in ADVERSARIAL.items():
+def adversarial_class(folder: Path, home: Path, attacks: dict[str, str], escaped: bool = False) -> None:
+    for student, source in attacks.items():
         (folder / student).mkdir(parents=True)
         (folder / student / "ex1_backprop_all.py").write_text(source)
+    reach = "" if escaped else "import os\n"
     vandal = with_line(
-        "import os\n[os.remove(f) for f in os.listdir('.')]\n"
-        f"open({str(home / 'stolen.txt')!r}, 'w').write('x')"
+        f"{reach}[os.remove(f) for f in os.listdir('.')]\n"
+        f"os.close(os.open({str(home / 'stolen.txt')!r}, os.O_WRONLY | os.O_CREAT))"
     )
     (folder / "vandal").mkdir()
     (folder / "vandal" / "ex1_backprop_all.py").write_text(vandal)
@@ -100,57 +112,100 @@ def adversarial_class(folder: Path, home: Path) -> None:
     (folder / "wrong" / "ex1_backprop_all.py").write_text(replace_line(SOLUTION, "dW2 =", "dW2 = dlogits.T @ h"))
 
 
+def result_of(out: Path, student: str) -> dict:
+    return {r["name"]: r for r in feedback(out, student)[0]["results"]}
+
+
+def assert_honest_students_unharmed(out: Path, students: set[str]) -> None:
+    book = gradebook(out)
+    assert set(book) == students
+    assert book["good"]["ex1"] == "26" and book["wrong"]["ex1"] == "25"
+    wrong = feedback(out, "wrong")[0]
+    assert [r["name"] for r in wrong["results"] if r["status"] == "fail"] == ["dW2"]
+    assert "not UTF-8" in feedback(out, "latin")[0]["error"]
+    assert "not a notebook" in feedback(out, "broken")[0]["error"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sandbox", ["bwrap", "none"])
-def test_hostile_submissions_become_errors_and_the_class_is_graded_right(tmp_path, sandbox):
+def test_hostile_submissions_are_refused_and_the_class_is_graded_right(tmp_path, sandbox):
     if sandbox == "bwrap" and not HAVE_BWRAP:
         pytest.skip("bubblewrap is not installed")
     home = tmp_path / "instructor"
     home.mkdir()
     folder = tmp_path / "class"
-    adversarial_class(folder, home)
+    adversarial_class(folder, home, ADVERSARIAL)
     out = tmp_path / "out"
     start = time.monotonic()
     grade_class(folder, out, jobs=2, timeout=2.0, sandbox=sandbox)
     assert time.monotonic() - start < 120
-    book = gradebook(out)
-    assert set(book) == {*ADVERSARIAL, "vandal", "latin", "broken", "good", "wrong"}
-    assert book["good"]["ex1"] == "26" and book["wrong"]["ex1"] == "25"
-    wrong = feedback(out, "wrong")[0]
-    assert [r["name"] for r in wrong["results"] if r["status"] == "fail"] == ["dW2"]
-
-    def result(student):
-        return {r["name"]: r for r in feedback(out, student)[0]["results"]}
-
+    assert_honest_students_unharmed(out, {*ADVERSARIAL, "vandal", "latin", "broken", "good"} | {"wrong"})
     assert "time limit" in feedback(out, "looper")[0]["error"]
+    for student, what in [("forkbomb", "import os"), ("exiter", "import os"), ("selfkill", "import os"),
+                          ("bigfile", "open"), ("vandal", "import os")]:
+        notes = feedback(out, student)[0]["notes"]
+        assert any(f"`{what}` is not allowed here" in n for n in notes), (student, notes)
+        assert result_of(out, student)["dW2"]["status"] == "exact"  # the refused line alone is lost
+    assert result_of(out, "cheater")["dprobs"]["status"] == "fail"  # the comparison is not the student's
+    assert result_of(out, "printer")["dW2"]["status"] == "exact" and len(feedback(out, "printer")[0]["output"]) < 5000
+    assert result_of(out, "hog")["dW2"]["status"] == "exact"  # the allocation failed; the line after it still ran
+    assert result_of(out, "recursion")["dlogits"]["status"] == "exact"
+    assert gradebook(out)["empty"]["ex1"] == "0"
+    assert not (home / "stolen.txt").exists() and not list(folder.rglob("big.bin"))
+    assert (folder / "vandal" / "ex1_backprop_all.py").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_past_the_guard_the_process_limits_and_the_sandbox_hold(tmp_path, sandbox, escaped):
+    if sandbox == "bwrap" and not HAVE_BWRAP:
+        pytest.skip("bubblewrap is not installed")
+    home = tmp_path / "instructor"
+    home.mkdir()
+    folder = tmp_path / "class"
+    adversarial_class(folder, home, ESCAPED_ATTACKS, escaped=True)
+    out = tmp_path / "out"
+    grade_class(folder, out, jobs=2, timeout=2.0, sandbox=sandbox)
+    assert_honest_students_unharmed(out, {*ESCAPED_ATTACKS, "vandal", "latin", "broken", "good", "wrong"})
     assert "ended abruptly" in feedback(out, "exiter")[0]["error"]
     assert "ended abruptly" in feedback(out, "selfkill")[0]["error"]
-    assert result("cheater")["dprobs"]["status"] == "fail"  # the comparison is not the student's
-    assert result("printer")["dW2"]["status"] == "exact" and len(feedback(out, "printer")[0]["output"]) < 5000
-    assert result("hog")["dW2"]["status"] == "exact"  # the allocation failed; the line after it still ran
     assert any("File too large" in n for n in feedback(out, "bigfile")[0]["notes"])
-    assert result("recursion")["dlogits"]["status"] == "exact"
-    assert book["empty"]["ex1"] == "0"
-    assert "not UTF-8" in feedback(out, "latin")[0]["error"]
-    assert "not a notebook" in feedback(out, "broken")[0]["error"]
+    assert result_of(out, "recursion")["dlogits"]["status"] == "exact"
     assert not list(folder.rglob("big.bin"))
+    assert any("BlockingIOError" in n or "Resource temporarily unavailable" in n
+               for n in feedback(out, "forkbomb")[0]["notes"]) or os.getuid() != 0
     if sandbox == "bwrap":
         assert not (home / "stolen.txt").exists()
         assert any("Permission denied" in n or "No such file" in n for n in feedback(out, "vandal")[0]["notes"])
-        assert any("BlockingIOError" in n for n in feedback(out, "forkbomb")[0]["notes"])
     assert (folder / "vandal" / "ex1_backprop_all.py").exists()  # its own folder is not where it runs
 
 
 @pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap is not installed")
-def test_the_sandbox_has_no_network(tmp_path):
-    folder = tmp_path / "class"
-    (folder / "net").mkdir(parents=True)
-    (folder / "net" / "ex1_backprop_all.py").write_text(
-        with_line("import socket; socket.create_connection(('127.0.0.1', 22), timeout=1)"))
-    out = tmp_path / "out"
-    grade_class(folder, out, jobs=1, sandbox="bwrap")
-    notes = feedback(out, "net")[0]["notes"]
-    assert any("Network is unreachable" in n or "Connection refused" in n for n in notes) and notes
+def test_the_sandbox_has_no_network(tmp_path, escaped, monkeypatch):
+    import socket
+
+    from grader import policy
+
+    monkeypatch.setattr(policy, "ESCAPED", (*policy.ESCAPED, "socket"))
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        folder = tmp_path / "class"
+        for student, sandbox_line in [("net", f"socket.socket().connect(('127.0.0.1', {port}))\nprint('connected')")]:
+            (folder / student).mkdir(parents=True)
+            (folder / student / "ex1_backprop_all.py").write_text(with_line(sandbox_line))
+        out = tmp_path / "out"
+        grade_class(folder, out, jobs=1, sandbox="bwrap")
+        notes = feedback(out, "net")[0]["notes"]
+        # Its own network namespace has a loopback of its own, where nothing listens.
+        assert any("Connection refused" in n or "Network is unreachable" in n for n in notes), notes
+        # The control: without the sandbox, the same line reaches the listening socket.
+        grade_class(folder, tmp_path / "open", jobs=1, sandbox="none")
+        assert "connected" in feedback(tmp_path / "open", "net")[0]["output"]
+    finally:
+        server.close()
 
 
 def test_a_zip_of_loose_lms_files_grades_like_the_folder(tmp_path):
