@@ -95,10 +95,18 @@ def tree_pss_kb(pid: int) -> int:
     return total
 
 
-def time_batch(folder: Path, out: Path, jobs: int, sandbox: str, timeout: float) -> tuple[float, int]:
-    grade = shutil.which("grade") or sys.exit("install the kit first: `grade` is not on PATH")
-    command = [grade, "batch", str(folder), "--out", str(out), "--jobs", str(jobs), "--sandbox", sandbox,
-               "--timeout", str(timeout)]
+def grade_command(checkout: Path | None) -> list[str]:
+    """`grade`, or the kit of another checkout (a worktree of an older commit) run in its place."""
+    if checkout is not None:
+        return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(checkout)!r}); "
+                "from grader.cli import main; main()"]
+    return [shutil.which("grade") or sys.exit("install the kit first: `grade` is not on PATH")]
+
+
+def time_batch(folder: Path, out: Path, jobs: int, sandbox: str, timeout: float,
+               checkout: Path | None = None) -> tuple[float, int]:
+    command = [*grade_command(checkout), "batch", str(folder), "--out", str(out), "--jobs", str(jobs),
+               "--sandbox", sandbox, "--timeout", str(timeout)]
     peak = [0]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -175,6 +183,8 @@ def main() -> None:
     parser.add_argument("--sandbox", default="auto", choices=["auto", "bwrap", "none"])
     parser.add_argument("--timeout", type=float, default=1.0)
     parser.add_argument("--no-loops", action="store_true", help="Replace the looping submissions by correct ones.")
+    parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                        help="Also time the kit in this folder (e.g. `git worktree add /tmp/old HEAD~5`), same class.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch:
         folder = Path(scratch) / "class"
@@ -184,6 +194,11 @@ def main() -> None:
         elapsed, peak_kb = time_batch(folder, Path(scratch) / "out", args.jobs, args.sandbox, args.timeout)
         rate = args.count / elapsed
         print(f"grade batch: {elapsed:.1f} s, {rate:.1f} submissions/s, peak memory {peak_kb / 1024:.0f} MB (PSS)")
+        if args.compare:
+            old, old_kb = time_batch(folder, Path(scratch) / "out-compared", args.jobs, args.sandbox, args.timeout,
+                                     checkout=args.compare)
+            print(f"{args.compare}: {old:.1f} s, {args.count / old:.1f} submissions/s, peak memory "
+                  f"{old_kb / 1024:.0f} MB (PSS); this checkout does {rate / (args.count / old):.2f}x its rate")
         per_notebook = time_nbclient(folder, args.notebooks, args.timeout) if args.notebooks else None
         if per_notebook:
             print(f"nbclient, a kernel per notebook: {per_notebook:.2f} s per notebook, "
