@@ -28,7 +28,7 @@ import torch
 from grader.compare import Settings, Status, TensorResult, compare
 from grader.execution import Plan, Run
 from grader.graph import consumers, contribution
-from grader.network import LECTURE_LITERALS, Reference
+from grader.network import LECTURE_LITERALS, Public, Reference
 
 ZERO_IN_TRUTH = 1e-6  # a reference gradient this small everywhere is rounding noise around zero
 
@@ -87,14 +87,23 @@ def _seeded_randn(shape: tuple[int, ...], name: str) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def probe_inputs(exercise, ref: Reference, the_plan: Plan) -> dict[str, dict[str, torch.Tensor]]:
+def warm_probes(exercise, ref: Public) -> None:
+    """Draw every random upstream value `probe_inputs` could ask for (in a worker, before it forks:
+    they are public, and drawing them costs each student process a few milliseconds)."""
+    for target in exercise.targets:
+        for line in consumers(exercise.forward, exercise.tensor_of(target)):
+            if line.target in ref.shapes:
+                _seeded_randn(ref.shapes[line.target], f"{target}:d{line.target}")
+
+
+def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, torch.Tensor]]:
     """For each target whose line can be probed, random values for the upstream gradients it reads.
 
     A line is probed when one statement alone answers it, reads only the forward tensors, the
     sizes and the gradients of its tensor's direct consumers (a student who inlined a path, or
     built the answer from a helper, is not probed), and every consumer has a gradient name.
     """
-    gradient_names = {"d" + name for name in ref.gradients}
+    gradient_names = {"d" + name for name in ref.shapes}
     in_scope = set(ref.tensors if exercise.scope is None else exercise.scope) | set(ref.sizes) | {"torch", "F"}
     probes = {}
     for target in exercise.targets:
@@ -113,7 +122,7 @@ def probe_inputs(exercise, ref: Reference, the_plan: Plan) -> dict[str, dict[str
         if not read_gradients or not read_gradients <= upstream or others:
             continue
         probes[target] = {
-            name: _seeded_randn(tuple(ref.gradients[name[1:]].shape), f"{target}:{name}") for name in sorted(upstream)
+            name: _seeded_randn(ref.shapes[name[1:]], f"{target}:{name}") for name in sorted(upstream)
         }
     return probes
 

@@ -42,10 +42,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from grader.network import Config, Reference, reference
+from grader.network import Config, Reference, public, reference
 from grader.policy import Forbidden, Guard, Violation, compile_student
 from grader.sandbox import drop_privileges, limit_resources
-from grader.wire import Malformed, Reader, check_frame, decode_tensor, encode_value, max_elements, send, send_by
+from grader.wire import (
+    DTYPES, Malformed, Reader, check_frame, decode_tensor, encode_value, frame, max_elements, pack_tensors, send,
+    send_by, send_bytes, unpack_tensors,
+)
 
 DEFAULT_TIMEOUT = 5.0
 MAX_OUTPUT = 4000  # characters of the student's printed output kept
@@ -220,9 +223,9 @@ class _BoundedText(io.TextIOBase):
 def _student_error(exc: BaseException, filename: str, fallback_line: int) -> tuple[int, str]:
     """The line in the student's file where an exception arose, and a one-line message."""
     line = fallback_line
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename == filename and frame.lineno:
-            line = frame.lineno
+    for entry in traceback.extract_tb(exc.__traceback__):
+        if entry.filename == filename and entry.lineno:
+            line = entry.lineno
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return line, message[:300]
@@ -320,73 +323,98 @@ def receive_job(read_fd: int):
 
 
 class _Channel:
-    """The student process's side of the conversation: answers out, reference gradients in."""
+    """The student process's side of the conversation: answers out, reference gradients in.
+
+    What it sends is written when it next waits for the grader (after every statement) or ends,
+    so a statement's messages cost one write; none is lost to a later statement that hangs."""
 
     def __init__(self, write_fd: int, messages):
-        self.write_fd, self.messages = write_fd, messages
+        self.write_fd, self.messages, self.pending = write_fd, messages, []
 
     def send(self, header: dict, payload: bytes = b"") -> None:
-        send(self.write_fd, header, payload)
+        self.pending.append(frame(header, payload))
+
+    def flush(self) -> None:
+        if self.pending:
+            data, self.pending = b"".join(self.pending), []
+            send_bytes(self.write_fd, data)
 
     def next(self, index: int) -> dict[str, torch.Tensor]:
         """Say statement `index` is done; the grader answers with the gradients now due."""
         self.send({"t": "next", "index": index})
-        due = {}
+        self.flush()
         for header, payload in self.messages:
-            if header["t"] == "inject":
-                due[header["name"]] = decode_tensor(header, payload)
-            elif header["t"] == "continue":
-                return due
+            return unpack_tensors(header, payload)
         raise EOFError("the grader stopped answering")
+
+
+@functools.lru_cache(maxsize=4)
+def _own_names(the_plan: Plan) -> set[str]:
+    """Every name a file's statements assign (its own variables, not the grader's)."""
+    return set().union(*(assigned_names(st.node) for st in the_plan.statements))
 
 
 def _reads(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
-def _execute(channel: _Channel, the_plan: Plan, compiled, guard: Guard, filename, output, scope: dict,
-             given: dict, options: Options, probes: dict[str, dict[str, torch.Tensor]], bounds: dict[str, int]) -> None:
-    torch.set_default_dtype(torch.float64 if options.float64 else torch.float32)
-    tensors = {name: t for name, t in scope.items() if isinstance(t, torch.Tensor)}
-    namespace = guard.globals()
-    namespace.update({name: v for name, v in scope.items() if not isinstance(v, torch.Tensor)})
-    injected: dict[str, torch.Tensor] = dict(given)
-    finishing: dict[int, list[str]] = {}
-    for name, index in the_plan.final.items():
-        finishing.setdefault(index, []).append(name)
-    failed: set[str] = set()
-    tainted: dict[str, Violation] = {}  # name -> the refused access its value came from
-    own = set().union(*(assigned_names(st.node) for st in the_plan.statements))  # names the file assigns
-    blank_lines = {name: st.line for st in the_plan.statements if st.blank for name in assigned_names(st.node)}
-    handed_out: list[tuple[weakref.ref, int, str]] = []  # copies of answered gradients, to see aliases mutate them
-    mutated: set[str] = set()
-    given_out: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (the copy in scope, its version then)
+class _RunState:
+    """One run of the file (one configuration) inside the student process. The runs of a job go
+    through the file together, a statement at a time, so that one exchange with the grader after
+    each statement serves them all."""
 
-    def restore(name: str, tensor: torch.Tensor, watch: bool) -> None:
+    def __init__(self, number: int, channel: _Channel, the_plan: Plan, compiled, guard: Guard, filename: str,
+                 scope: dict, given: dict, options: Options, probes: dict, bounds: dict[str, int]):
+        self.number, self.channel, self.plan, self.compiled, self.guard = number, channel, the_plan, compiled, guard
+        self.filename, self.options, self.probes, self.bounds = filename, options, probes, bounds
+        self.tensors = {name: t for name, t in scope.items() if isinstance(t, torch.Tensor)}
+        self.namespace = guard.globals()
+        self.namespace.update({name: v for name, v in scope.items() if not isinstance(v, torch.Tensor)})
+        self.injected: dict[str, torch.Tensor] = dict(given)
+        self.finishing: dict[int, list[str]] = {}
+        for name, index in the_plan.final.items():
+            self.finishing.setdefault(index, []).append(name)
+        self.failed: set[str] = set()
+        self.tainted: dict[str, Violation] = {}  # name -> the refused access its value came from
+        self.own = _own_names(the_plan)
+        self.blank_lines = {name: st.line for st in the_plan.statements if st.blank
+                            for name in assigned_names(st.node)}
+        self.handed_out: list[tuple[weakref.ref, int, str]] = []  # answered gradients handed out, to see aliases
+        self.mutated: set[str] = set()
+        self.given_out: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (the copy in scope, its version then)
+        self.output = _BoundedText(MAX_OUTPUT)
+        self.stopped = False
+
+    def send(self, header: dict, payload: bytes = b"") -> None:
+        self.channel.send({**header, "run": self.number}, payload)
+
+    def receive(self, due: dict[str, torch.Tensor]) -> None:
+        for name, tensor in due.items():
+            self.injected[name] = tensor
+            self.tainted.pop(name, None)
+
+    def _restore(self, name: str, tensor: torch.Tensor, watch: bool) -> None:
         """A fresh copy, unless the one in scope is still ours and unchanged (its version counter says)."""
-        current = given_out.get(name)
-        if current is not None and namespace.get(name) is current[0] and current[0]._version == current[1]:
+        current = self.given_out.get(name)
+        if current is not None and self.namespace.get(name) is current[0] and current[0]._version == current[1]:
             return
         copy = tensor.clone()
-        namespace[name] = copy
-        given_out[name] = (copy, copy._version)
+        self.namespace[name] = copy
+        self.given_out[name] = (copy, copy._version)
         if watch:
-            handed_out.append((weakref.ref(copy), copy._version, name))
+            self.handed_out.append((weakref.ref(copy), copy._version, name))
 
-    def receive(due: dict[str, torch.Tensor]) -> None:
-        for name, tensor in due.items():
-            injected[name] = tensor
-            tainted.pop(name, None)
-
-    receive(channel.next(-1))
-    for statement in the_plan.statements:
+    def step(self, statement: Statement) -> None:
+        """Run one statement and send what it answered."""
+        torch.set_default_dtype(torch.float64 if self.options.float64 else torch.float32)
+        sys.stdout = sys.stderr = self.output
+        namespace, guard = self.namespace, self.guard
         # Before every statement, nothing the student did to these sticks.
-        for name, tensor in tensors.items():
-            restore(name, tensor, watch=False)
-        for name, tensor in injected.items():
-            restore(name, tensor, watch=name in the_plan.final)
-        channel.send({"t": "line", "line": statement.line})
-        code, refused = compiled[statement.index] if not statement.blank else (None, None)
+        for name, tensor in self.tensors.items():
+            self._restore(name, tensor, watch=False)
+        for name, tensor in self.injected.items():
+            self._restore(name, tensor, watch=name in self.plan.final)
+        code, refused = self.compiled[statement.index] if not statement.blank else (None, None)
         found: list[Violation] = [refused] if refused else []
         crashed = None
         if code is not None:
@@ -394,86 +422,106 @@ def _execute(channel: _Channel, the_plan: Plan, compiled, guard: Guard, filename
             try:
                 exec(code, namespace)
             except (SystemExit, KeyboardInterrupt) as exc:
-                line, _ = _student_error(exc, filename, statement.line)
+                line, _ = _student_error(exc, self.filename, statement.line)
                 what = "calls exit()" if isinstance(exc, SystemExit) else "raises KeyboardInterrupt"
-                channel.send({"t": "stop", "line": line, "message": f"line {line} {what}: grading stopped there"})
-                break
+                self.send({"t": "stop", "line": line, "message": f"line {line} {what}: grading stopped there"})
+                self.stopped = True
+                return
             except Forbidden:
                 pass  # recorded by the guard
             except BaseException as exc:  # noqa: BLE001 - student code may raise anything
                 crashed = exc
             found += guard.violations[mark:]
-        # A refused access here, or a value read here that came from one, fails what this statement
-        # assigns; that comes before any exception it raised (a NameError for a refused helper).
+        self._judge_policy(statement, found, crashed)
+        for ref, version, name in self.handed_out:
+            copy = ref()
+            if copy is not None and copy._version != version and name not in self.mutated:
+                self.mutated.add(name)
+                self.send({"t": "mutated", "name": name, "line": statement.line})
+        for name in self.finishing.get(statement.index, []):
+            if name in self.failed or statement.blank:
+                continue
+            if name in namespace:
+                header, payload = encode_value(namespace[name], self.bounds.get(name))
+                self.send({"t": "answer", "name": name, "line": statement.line, **header}, payload)
+                if name in self.probes and code is not None:
+                    self._probe(code, name)
+            else:
+                self.send({"t": "error", "names": [name], "line": statement.line,
+                           "message": f"NameError: `{name}` was deleted"})
+                self.failed.add(name)
+
+    def _judge_policy(self, statement: Statement, found: list[Violation], crashed: BaseException | None) -> None:
+        """A refused access here, or a value read here that came from one, fails what this statement
+        assigns; that comes before any exception it raised (a NameError for a refused helper)."""
         origin = None
         if not statement.blank:
-            origin = found[0] if found else next((tainted[n] for n in sorted(_reads(statement.node)) if n in tainted), None)
+            origin = found[0] if found else next(
+                (self.tainted[n] for n in sorted(_reads(statement.node)) if n in self.tainted), None
+            ) if self.tainted else None
+        names = sorted(statement.assigns - self.failed)
         if origin is not None:
             # What it assigned, and (when it was refused itself) the student's own values it touched,
             # e.g. `t` in `getattr(t, 'requires_grad_')()`; never what is restored before every line.
-            touched = assigned_names(statement.node) | ((_reads(statement.node) & own) if found else set())
-            for name in touched - set(tensors) - set(injected):
-                if not isinstance(namespace.get(name), types.ModuleType):
-                    tainted[name] = origin
-            names = sorted(statement.assigns - failed)
-            hint = origin.hint()
-            message = hint if found else origin.tainted_hint()
+            touched = assigned_names(statement.node) | ((_reads(statement.node) & self.own) if found else set())
+            for name in touched - set(self.tensors) - set(self.injected):
+                if not isinstance(self.namespace.get(name), types.ModuleType):
+                    self.tainted[name] = origin
+            message = origin.hint() if found else origin.tainted_hint()
             if names:
-                channel.send({"t": "error", "names": names, "line": origin.line or statement.line,
-                              "message": message, "policy": origin.policy})
-                failed.update(names)
+                self.send({"t": "error", "names": names, "line": origin.line or statement.line,
+                           "message": message, "policy": origin.policy})
+                self.failed.update(names)
             elif found:
-                channel.send({"t": "note", "line": origin.line or statement.line, "message": origin.hint(where=False)})
+                self.send({"t": "note", "line": origin.line or statement.line, "message": origin.hint(where=False)})
         elif crashed is not None:
-            line, message = _student_error(crashed, filename, statement.line)
-            if isinstance(crashed, NameError) and getattr(crashed, "name", None) in blank_lines:
-                message = f"NameError: `{crashed.name}` is still blank (line {blank_lines[crashed.name]})"
-            names = sorted(statement.assigns - failed)
+            line, message = _student_error(crashed, self.filename, statement.line)
+            if isinstance(crashed, NameError) and getattr(crashed, "name", None) in self.blank_lines:
+                message = f"NameError: `{crashed.name}` is still blank (line {self.blank_lines[crashed.name]})"
             if names:
-                channel.send({"t": "error", "names": names, "line": line, "message": message})
-                failed.update(names)
+                self.send({"t": "error", "names": names, "line": line, "message": message})
+                self.failed.update(names)
             else:
-                channel.send({"t": "note", "line": line, "message": message})
-        for ref, version, name in handed_out:
-            copy = ref()
-            if copy is not None and copy._version != version and name not in mutated:
-                mutated.add(name)
-                channel.send({"t": "mutated", "name": name, "line": statement.line})
-        for name in finishing.get(statement.index, []):
-            if name in failed or statement.blank:
-                continue
-            if name in namespace:
-                header, payload = encode_value(namespace[name], bounds.get(name))
-                channel.send({"t": "answer", "name": name, "line": statement.line, **header}, payload)
-                if name in probes and code is not None:
-                    _probe(channel, code, namespace, tensors, name, probes[name], guard, bounds.get(name))
-            else:
-                channel.send({"t": "error", "names": [name], "line": statement.line,
-                              "message": f"NameError: `{name}` was deleted"})
-                failed.add(name)
-        receive(channel.next(statement.index))
-    channel.send({"t": "output", "text": output.getvalue()})
-    channel.send({"t": "done"})
+                self.send({"t": "note", "line": line, "message": message})
+
+    def _probe(self, code, name: str) -> None:
+        """Re-run the statement that answered `name` with random upstream gradients, in a scratch scope."""
+        reads = set(code.co_names)  # the global names the statement reads
+        scratch = dict(self.namespace)
+        scratch.update({key: t.clone() for key, t in self.tensors.items() if key in reads})
+        scratch.update({key: t.clone() for key, t in self.probes[name].items()})
+        mark = len(self.guard.violations)
+        try:
+            exec(code, scratch)
+        except BaseException:  # noqa: BLE001 - a probe that cannot run says nothing
+            return
+        finally:
+            del self.guard.violations[mark:]
+        if name in scratch:
+            header, payload = encode_value(scratch[name], self.bounds.get(name))
+            if header["kind"] == "tensor":
+                self.send({"t": "probe", "name": name, **header}, payload)
+
+    def finish(self) -> None:
+        self.send({"t": "output", "text": self.output.getvalue()})
+        self.send({"t": "done"})
 
 
-def _probe(channel, code, namespace, tensors, name, upstream: dict[str, torch.Tensor], guard: Guard,
-           bound: int | None) -> None:
-    """Re-run the statement that answered `name` with random upstream gradients, in a scratch scope."""
-    reads = set(code.co_names)  # the global names the statement reads
-    scratch = dict(namespace)
-    scratch.update({key: t.clone() for key, t in tensors.items() if key in reads})
-    scratch.update({key: t.clone() for key, t in upstream.items()})
-    mark = len(guard.violations)
-    try:
-        exec(code, scratch)
-    except BaseException:  # noqa: BLE001 - a probe that cannot run says nothing
-        return
-    finally:
-        del guard.violations[mark:]
-    if name in scratch:
-        header, payload = encode_value(scratch[name], bound)
-        if header["kind"] == "tensor":
-            channel.send({"t": "probe", "name": name, **header}, payload)
+def _execute(channel: _Channel, the_plan: Plan, states: list[_RunState]) -> None:
+    """Every run through the file together; after each statement, one exchange with the grader."""
+    for number, due in channel.next(-1).items():
+        states[number].receive(due)
+    for statement in the_plan.statements:
+        for state in states:
+            if not state.stopped:
+                state.step(statement)
+        if all(state.stopped for state in states):
+            break
+        for number, due in channel.next(statement.index).items():
+            states[number].receive(due)
+    for state in states:
+        state.finish()
+    channel.flush()
 
 
 def _compile_statements(the_plan: Plan, filename: str) -> dict[int, tuple]:
@@ -488,22 +536,31 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
     (see `run_submissions`); `train`: a training run on the student's gradients (`grader.training`)."""
     args, tensors, messages = receive_job(read_fd)
     if job == "execute":
-        targets = tuple(args["targets"])
-        the_plan = plan(args["source"], args["filename"], targets)
+        from grader.diagnose import probe_inputs
+        from grader.exercises import BY_ID
+
+        exercise = BY_ID[args["exercise"]]
+        the_plan = plan(args["source"], args["filename"], exercise.targets)
         guard = Guard(args["filename"], tuple(args["allowed"]))
         compiled = _compile_statements(the_plan, args["filename"])
         channel = _Channel(write_fd, messages)
+        states = []
         for number, run in enumerate(args["runs"]):
-            scope = {name: tensors[(number, "scope", name, None)] for name in run["tensors"]}
-            scope.update(run["sizes"])
-            given = {name: tensors[(number, "given", name, None)] for name in run["given"]}
+            options = Options(**run["options"])
             probes: dict[str, dict[str, torch.Tensor]] = {}
-            for (r, group, name, target), tensor in tensors.items():
-                if r == number and group == "probe":
-                    probes.setdefault(target, {})[name] = tensor
-            output.reset()
-            _execute(channel, the_plan, compiled, guard, args["filename"], output, scope, given,
-                     Options(**run["options"]), probes, args["bounds"])
+            if run["public"] is not None:
+                shown = public(Config.from_dict(run["public"][0]), DTYPES[run["public"][1]])
+                scope = {n: t for n, t in shown.tensors.items() if exercise.scope is None or n in exercise.scope}
+                scope.update(shown.sizes)
+                if options.probe:
+                    probes = probe_inputs(exercise, shown, the_plan)
+            else:
+                scope = {name: tensors[(number, "scope", name, None)] for name in run["tensors"]}
+                scope.update(run["sizes"])
+            given = {name: tensors[(number, "given", name, None)] for name in run["given"]}
+            states.append(_RunState(number, channel, the_plan, compiled, guard, args["filename"], scope, given,
+                                    options, probes, args["bounds"]))
+        _execute(channel, the_plan, states)
     elif job == "train":
         from grader.training import train_body
 
@@ -533,9 +590,9 @@ class LocalExecutor:
             if self.worker is None:
                 self.worker = Worker(bwrap, fork=_clean())
 
-    def spawn(self, job: str, timeout: float | None):
+    def spawn(self, job: str, timeout: float | None, shared=(None, ())):
         self.start()
-        return self.worker.spawn(job, timeout)
+        return self.worker.spawn(job, timeout, shared)
 
     def reap(self, handle):
         return self.worker.reap(handle)
@@ -625,28 +682,43 @@ def release_points(the_plan: Plan, targets: tuple[str, ...]) -> dict[str, int]:
 
 
 def _job(exercise, source: str, filename: str, specs: list[RunSpec], the_plan: Plan, allowed: tuple[str, ...]):
-    """The execute job's arguments and the tensors that go with them, from the grader's references."""
-    from grader.diagnose import probe_inputs
-
-    runs, tensors = [], []
+    """The execute job's arguments, the tensors that go with them, and the configurations whose
+    forward pass the worker computes once and shares with every student process (`network.public`):
+    for those, no tensor is sent. A state along exercise 4's training trajectory is sent whole (the
+    worker could only compute it with gradients)."""
+    runs, tensors, shared = [], [], []
     for number, spec in enumerate(specs):
         ref = spec.reference()
-        scope = {n: t for n, t in ref.tensors.items() if exercise.scope is None or n in exercise.scope}
-        for name, tensor in scope.items():
-            tensors.append((number, "scope", name, None, tensor))
-        for name in exercise.given:
-            tensors.append((number, "given", name, None, ref.gradients[name[1:]]))
-        if spec.options.probe:
-            for target, upstream in probe_inputs(exercise, ref, the_plan).items():
-                for name, tensor in upstream.items():
-                    tensors.append((number, "probe", name, target, tensor))
-        runs.append(dict(tensors=sorted(scope), sizes=dict(ref.sizes), given=list(exercise.given),
-                         options=dataclasses.asdict(spec.options)))
+        run = dict(given=list(exercise.given), options=dataclasses.asdict(spec.options), public=None)
+        if spec.step is None:
+            run["public"] = [spec.config.to_dict(), DTYPE_NAMES[spec.dtype]]
+            shared.append(run["public"])
+        else:
+            scope = {n: t for n, t in ref.tensors.items() if exercise.scope is None or n in exercise.scope}
+            tensors += [(number, "scope", name, None, tensor) for name, tensor in scope.items()]
+            run.update(tensors=sorted(scope), sizes=dict(ref.sizes))
+        tensors += [(number, "given", name, None, ref.gradients[name[1:]]) for name in exercise.given]
+        runs.append(run)
     first = specs[0].reference()
     bounds = {t: max_elements(first.gradients[exercise.tensor_of(t)].numel()) for t in exercise.targets}
-    args = dict(targets=list(exercise.targets), source=source, filename=filename, runs=runs, allowed=list(allowed),
+    args = dict(exercise=exercise.id, source=source, filename=filename, runs=runs, allowed=list(allowed),
                 bounds=bounds)
-    return args, tensors
+    return args, tensors, shared
+
+
+DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+def shared_public(exercise_id: str | None, shared) -> None:
+    """In a worker, before it forks: the forward passes its student processes will read, and the
+    random upstream values of the probes (all public; never a gradient)."""
+    from grader.diagnose import warm_probes
+    from grader.exercises import BY_ID
+
+    for config, dtype in shared:
+        shown = public(Config.from_dict(config), DTYPES[dtype])
+        if exercise_id in BY_ID:
+            warm_probes(BY_ID[exercise_id], shown)
 
 
 def send_job(write_fd: int, args: dict, tensors, deadline: float) -> None:
@@ -666,33 +738,30 @@ def run_submissions(*, source: str, filename: str, exercise, specs: list[RunSpec
     the_plan = plan(source, filename, exercise.targets)
     runs = [_new_run(the_plan) for _ in specs]
     allowed = exercise.allowed if allowed is None else allowed
-    args, tensors = _job(exercise, source, filename, specs, the_plan, allowed)
+    args, tensors, shared = _job(exercise, source, filename, specs, the_plan, allowed)
     executor = current_executor()
     try:
-        handle, read_fd, write_fd = executor.spawn("execute", timeout * len(specs))
+        handle, read_fd, write_fd = executor.spawn("execute", timeout * len(specs), (exercise.id, shared))
     except WorkerDied as exc:
         for run in runs:
             run.error = str(exc)
             _fill_unanswered(run, exercise.targets)
         return runs
     os.set_blocking(write_fd, False)
+    # All runs go through the file together: the time limit is for all of them (a run of an honest
+    # file takes milliseconds).
     reader = Reader(read_fd, time.monotonic() + timeout)
     expected = {t: specs[0].reference().gradients[exercise.tensor_of(t)].numel() for t in exercise.targets}
     messages = reader.messages(lambda header: check_frame(header, expected))
+    points = release_points(the_plan, exercise.targets)
+    dues = [_Due(spec.reference(), exercise, points, spec.options.inject) for spec in specs]
     exit_info = None
     try:
         try:
             send_job(write_fd, args, tensors, reader.deadline)
         except (TimeoutError, BrokenPipeError):
             pass  # the process is gone or stuck: reading says which
-        for number, (run, spec) in enumerate(zip(runs, specs)):
-            if number and runs[number - 1].error:
-                run.error = f"not run: {runs[number - 1].error}"
-                continue
-            reader.deadline = time.monotonic() + timeout
-            due = _Due(write_fd, spec.reference(), exercise, release_points(the_plan, exercise.targets),
-                       spec.options.inject, reader)
-            _collect(messages, run, the_plan, timeout, due)
+        _collect(messages, runs, the_plan, timeout, dues, write_fd, reader)
     finally:
         os.close(read_fd)
         os.close(write_fd)
@@ -712,30 +781,29 @@ def _note_incidents(runs: list[Run], exit_info: dict | None, timeout: float) -> 
             continue
         if "ended abruptly" in run.error and exit_info.get("signal"):
             _incident(f"killed by signal {exit_info['signal']}")
-        elif run.error.startswith("time limit") and exit_info.get("cpu", 0.0) < timeout / 2:
-            _incident("ran out of time while using little CPU")
+        elif run.error.startswith("time limit") and exit_info.get("cpu", 0.0) < timeout / 10:
+            _incident("ran out of time while using little CPU")  # stopped or starved, not looping
 
 
 class _Due:
-    """The grader's side of teacher forcing: after each statement, which reference gradients
-    the student process gets now (`release_points`), and only those."""
+    """The grader's side of teacher forcing for one run: after each statement, which reference
+    gradients the student process gets now (`release_points`), and only those."""
 
-    def __init__(self, write_fd, ref: Reference, exercise, points: dict[str, int], inject: bool, reader):
-        self.write_fd, self.ref, self.exercise, self.points, self.inject = write_fd, ref, exercise, points, inject
-        self.reader = reader
+    def __init__(self, ref: Reference, exercise, points: dict[str, int], inject: bool):
+        self.ref, self.exercise, self.points, self.inject = ref, exercise, points, inject
         self.answered: set[str] = set()
         self.sent: set[str] = set()
 
-    def after(self, index: int) -> None:
+    def after(self, index: int) -> list[tuple[str, torch.Tensor]]:
+        due = []
         for name, point in self.points.items():
             if name in self.sent or point > index:
                 continue
             if not self.inject and name in self.answered:
                 continue  # chained: the student's own value stays
             self.sent.add(name)
-            header, payload = encode_value(self.ref.gradients[self.exercise.tensor_of(name)])
-            send_by(self.write_fd, {"t": "inject", "name": name, **header}, payload, self.reader.deadline)
-        send_by(self.write_fd, {"t": "continue"}, deadline=self.reader.deadline)
+            due.append((name, self.ref.gradients[self.exercise.tensor_of(name)]))
+        return due
 
 
 def _new_run(the_plan: Plan) -> Run:
@@ -753,23 +821,39 @@ def _new_run(the_plan: Plan) -> Run:
 MAX_NOTES = 50
 
 
-def _collect(messages, run: Run, the_plan: Plan, timeout: float, due: _Due) -> None:
-    """Read one run's messages, up to its `done`, into `run`, answering each `next` with the
-    reference gradients due; a time limit, a crash or malformed data becomes its error."""
-    current_line, finished = None, False
+def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: list[_Due], write_fd: int,
+             reader: Reader) -> None:
+    """Read the runs' messages, up to every run's `done`, into `runs`, answering each `next` with the
+    reference gradients due; a time limit, a crash or malformed data becomes the error of every run
+    not done yet."""
+    current_line = the_plan.statements[0].line if the_plan.statements else None
+    finished = [False] * len(runs)
+    problem = None
     try:
         for header, payload in messages:
             kind = header["t"]
-            name = header.get("name")
-            if kind == "line":
-                current_line = header["line"]
-            elif kind == "next":
-                due.after(header["index"])
-            elif kind == "answer" and name in the_plan.final:
+            if kind == "next":
+                items = [(number, name, tensor) for number, due in enumerate(dues) if not finished[number]
+                         for name, tensor in due.after(header["index"])]
+                reply, data = pack_tensors(items)
+                send_by(write_fd, reply, data, reader.deadline)
+                following = header["index"] + 1  # the statement it runs now, should it hang
+                if following < len(the_plan.statements):
+                    current_line = the_plan.statements[following].line
+                continue
+            if "run" not in header:
+                if kind == "stop":  # the process as a whole: it could not start, or the runner failed
+                    problem = header["message"]
+                    break
+                raise Malformed("a message for no run")
+            number = header["run"]
+            if not 0 <= number < len(runs) or finished[number]:
+                raise Malformed("a message for a run that is not running")
+            run, due, name = runs[number], dues[number], header.get("name")
+            if kind == "answer" and name in the_plan.final:
                 due.answered.add(name)
                 if header["kind"] == "tensor":
-                    value = decode_tensor(header, payload)
-                    run.answers[name] = Answer(name=name, line=header["line"], value=value)
+                    run.answers[name] = Answer(name=name, line=header["line"], value=decode_tensor(header, payload))
                 else:
                     run.answers[name] = Answer(name=name, line=header["line"], kind="other",
                                                description=str(header.get("description", "")))
@@ -790,18 +874,22 @@ def _collect(messages, run: Run, the_plan: Plan, timeout: float, due: _Due) -> N
             elif kind == "output":
                 run.output = header["text"][: MAX_OUTPUT + 40]
             elif kind == "done":
-                finished = True
-                break
+                finished[number] = True
+                if all(finished):
+                    break
     except TimeoutError:
         where = f" (still running line {current_line})" if current_line else ""
-        run.error = f"time limit of {timeout:g} s exceeded{where}"
+        problem = f"time limit of {timeout:g} s exceeded{where}"
     except Malformed:
-        run.error = "the submission's process sent malformed data"
+        problem = "the submission's process sent malformed data"
     except (BrokenPipeError, ConnectionError):
         pass  # it stopped reading: it ended, which the next lines say
-    if not finished and run.error is None:
+    if problem is None and not all(finished):
         where = f" at line {current_line}" if current_line else ""
-        run.error = f"the student process ended abruptly{where} (os._exit, a signal or a crash)"
+        problem = f"the student process ended abruptly{where} (os._exit, a signal or a crash)"
+    for run, done in zip(runs, finished):
+        if not done and run.error is None:
+            run.error = problem
 
 
 class WorkerDied(Exception):

@@ -115,7 +115,7 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
     judge = functools.partial(_judge, exercise, source=source, filename=filename, timeout=timeout, settings=settings)
 
     # Line by line at every configuration; the lecture's run also probes with random upstream gradients.
-    probes = diagnose.probe_inputs(exercise, ref, the_plan)
+    probes = diagnose.probe_inputs(exercise, ref.public, the_plan)
     # All sizes in one student process; the lecture's run also probes with random upstream gradients.
     specs = [RunSpec(config, options=Options(probe=i == 0)) for i, config in enumerate(exercise.configs)]
     runs = run_submissions(source=source, filename=filename, exercise=exercise, timeout=timeout, specs=specs,

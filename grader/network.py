@@ -275,6 +275,11 @@ class Reference:
     sizes: dict[str, int] = field(default_factory=dict)
     step: int | None = None  # for exercise 4: the step of autograd's training run this state is from
 
+    @property
+    def public(self) -> "Public":
+        """What a student process may be shown of this reference: everything but the gradients."""
+        return Public(self.tensors, self.sizes, {name: tuple(g.shape) for name, g in self.gradients.items()})
+
     def scope(self, names: tuple[str, ...] | None = None) -> dict[str, object]:
         """Fresh copies of the tensors a student line may read (never the originals), and the sizes."""
         values: dict[str, object] = {
@@ -319,6 +324,29 @@ def backward_pass(config: Config, vocab: Vocabulary, params: dict[str, torch.Ten
     tensors.update(Xb=Xb, Yb=Yb)
     gradients = {name: t.grad.detach() for name, t in {**params, **out}.items() if t.grad is not None}
     return Reference(config=config, vocab=vocab, tensors=tensors, gradients=gradients, sizes=sizes_of(config, vocab))
+
+
+@dataclass
+class Public:
+    """What a student may see of a configuration: the forward pass's tensors (parameters and batch
+    included), the sizes, and the shape of every tensor's gradient; never a gradient."""
+
+    tensors: dict[str, torch.Tensor]
+    sizes: dict[str, int]
+    shapes: dict[str, tuple[int, ...]]  # tensor name -> the shape of its gradient
+
+
+@functools.lru_cache(maxsize=8)
+def public(config: Config = LECTURE, dtype: torch.dtype = torch.float32) -> Public:
+    """The forward pass of `reference(config, dtype)` alone, with no gradient computed: what a clean
+    worker may hold and share with every student process it forks (the same tensors, bitwise)."""
+    vocab, params, Xb, Yb = sample_batch(config)
+    params = {name: p.to(dtype) for name, p in params.items()}
+    with torch.no_grad():
+        out = forward(**params, Xb=Xb, Yb=Yb)
+    tensors = {**params, **out, "Xb": Xb, "Yb": Yb}
+    shapes = {name: tuple(t.shape) for name, t in {**params, **out}.items()}
+    return Public(tensors, sizes_of(config, vocab), shapes)
 
 
 @functools.lru_cache(maxsize=8)

@@ -16,6 +16,7 @@ reads, checks and compares, as it does for a process it forked itself.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -123,9 +124,13 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = ()) -> None:
     import torch
 
     torch.set_num_threads(1)  # before any op: forking stays safe
-    from grader import diagnose, training  # noqa: F401 - imported once here, not in every fork
+    from grader import diagnose, exercises, training  # noqa: F401 - imported once here, not in every fork
+    from grader.graph import lines_of
+
+    for exercise in exercises.EXERCISES:
+        lines_of(exercise.forward)  # the forward pass's statements, parsed once here, not in every fork
     from grader import policy
-    from grader.execution import fork_child, reap, run_job
+    from grader.execution import fork_child, reap, run_job, shared_public
 
     policy.escape(tuple(escape))
 
@@ -153,6 +158,7 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = ()) -> None:
             job, timeout = request["job"], request.get("timeout")
             if job == "train":
                 training.training_data()  # the public data set, loaded once, before any fork
+            shared_public(request.get("exercise"), request.get("shared", ()))  # never a gradient
             uid = None
             if os.getuid() == 0:
                 taken = {u for _, u in live.values()}
@@ -160,6 +166,9 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = ()) -> None:
                            if student_uid(first_uid + slot) not in taken)
             workdir = tempfile.mkdtemp(dir=base)
             os.chmod(workdir, 0o777)
+            # Everything the worker holds moves out of the collector's sight, so that a collection in
+            # the student process does not write to (and so copy) every page it shares with us.
+            gc.freeze()
             pid, read_fd, write_fd = fork_child(lambda r, w, output: run_job(job, r, w, output),
                                                 cpu_seconds=timeout, workdir=workdir, uid=uid)
             live[pid] = (workdir, uid)
@@ -168,10 +177,9 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = ()) -> None:
             os.close(write_fd)
         elif request.get("t") == "reap":
             pid = int(request["pid"])
+            # Its user may start no process (the process limit), so ending it ends all it ran.
             info = reap(pid) if pid in live else {}
-            workdir, uid = live.pop(pid, ("", None))
-            if uid is not None:
-                kill_user(uid)
+            workdir, _ = live.pop(pid, ("", None))
             shutil.rmtree(workdir, ignore_errors=True)
             _send_json(sock, {"t": "reaped", **info})
 
@@ -346,14 +354,16 @@ class Worker:
 
     # The executor interface of `grader.execution`.
 
-    def spawn(self, job: str, timeout: float | None) -> tuple[object, int, int]:
+    def spawn(self, job: str, timeout: float | None, shared=(None, ())) -> tuple[object, int, int]:
         """A new student process for `job`: (handle, the pipe to read its answers, the pipe to
-        write its job and reference gradients to)."""
+        write its job and reference gradients to). `shared`: the exercise and the configurations
+        whose forward pass the worker computes (once) for its student processes to read."""
         from grader.execution import WorkerDied
 
         with self.lock:
             try:
-                _send_json(self.sock, {"t": "spawn", "job": job, "timeout": timeout})
+                _send_json(self.sock, {"t": "spawn", "job": job, "timeout": timeout, "exercise": shared[0],
+                                       "shared": list(shared[1])})
                 self.sock.settimeout(120)  # the worker imports torch once, the first time
                 reply, fds = _recv_json(self.sock, with_fds=True)
                 self.sock.settimeout(None)

@@ -43,25 +43,31 @@ class Malformed(ValueError):
     """A frame that breaks the wire's rules."""
 
 
-def _frame(header: dict, payload: bytes) -> bytes:
+def frame(header: dict, payload: bytes = b"") -> bytes:
+    """One message as bytes: its header's length, the header (JSON), then its raw bytes."""
     if payload:
         header["nbytes"] = len(payload)
     data = json.dumps(header).encode()
     return struct.pack(">I", len(data)) + data + payload
 
 
-def send(fd: int, header: dict, payload: bytes = b"") -> None:
-    """Write one message (blocking): its header, and its raw bytes if it has any."""
-    buf = memoryview(_frame(header, payload))
+def send_bytes(fd: int, data: bytes) -> None:
+    """Write framed messages (blocking)."""
+    buf = memoryview(data)
     while buf:
         written = os.write(fd, buf)
         buf = buf[written:]
 
 
+def send(fd: int, header: dict, payload: bytes = b"") -> None:
+    """Write one message (blocking): its header, and its raw bytes if it has any."""
+    send_bytes(fd, frame(header, payload))
+
+
 def send_by(fd: int, header: dict, payload: bytes = b"", deadline: float | None = None) -> None:
     """Write one message to a student process, giving up (`TimeoutError`) at the deadline; the
     descriptor must be non-blocking. A process that has gone away raises `BrokenPipeError`."""
-    buf = memoryview(_frame(header, payload))
+    buf = memoryview(frame(header, payload))
     while buf:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
@@ -104,6 +110,27 @@ def encode_value(value: object, bound: int | None = None) -> tuple[dict, bytes]:
     return {"kind": "other", "description": description[:200]}, b""
 
 
+def pack_tensors(tensors: list[tuple[int, str, torch.Tensor]]) -> tuple[dict, bytes]:
+    """(run, name, tensor) items as one message (grader to student process): headers, then bytes."""
+    headers, payloads = [], []
+    for run, name, tensor in tensors:
+        header, payload = encode_value(tensor)
+        headers.append({"run": run, "name": name, "dtype": header["dtype"], "shape": header["shape"],
+                        "size": len(payload)})
+        payloads.append(payload)
+    return {"t": "due", "tensors": headers}, b"".join(payloads)
+
+
+def unpack_tensors(header: dict, payload: bytes) -> dict[int, dict[str, torch.Tensor]]:
+    """The tensors of a `pack_tensors` message (from the grader: trusted), by run and name."""
+    out: dict[int, dict[str, torch.Tensor]] = {}
+    offset = 0
+    for item in header["tensors"]:
+        out.setdefault(item["run"], {})[item["name"]] = decode_tensor(item, payload[offset: offset + item["size"]])
+        offset += item["size"]
+    return out
+
+
 def _numel(shape) -> int:
     if not isinstance(shape, list) or len(shape) > MAX_DIMS:
         raise Malformed("a tensor's shape is not a short list")
@@ -130,7 +157,6 @@ def decode_tensor(header: dict, payload: bytes, max_numel: int | None = None) ->
 # Every message a student process may send: field -> accepted types. `None` in a tuple: may be null.
 _INT, _STR, _OPT_INT, _OPT_STR = (int,), (str,), (int, type(None)), (str, type(None))
 SCHEMAS: dict[str, dict[str, tuple]] = {
-    "line": {"line": _INT},
     "next": {"index": _INT},
     "answer": {"name": _STR, "line": _OPT_INT, "kind": _STR},
     "probe": {"name": _STR, "kind": _STR},
@@ -155,8 +181,10 @@ def check_frame(header: dict, expected: dict[str, int]) -> int:
     if schema is None:
         raise Malformed("an unknown message")
     fields = {**schema, **OPTIONAL.get(kind, {})}
+    if type(header.get("run", 0)) is not int:
+        raise Malformed("a run that is not a number")
     for key, value in header.items():
-        if key in ("t", "nbytes", "dtype", "shape"):
+        if key in ("t", "nbytes", "dtype", "shape", "run"):
             continue
         types = fields.get(key)
         if types is None or type(value) not in types:  # type(): a bool is not a line number
