@@ -95,17 +95,25 @@ def tree_pss_kb(pid: int) -> int:
     return total
 
 
-def grade_command(checkout: Path | None) -> list[str]:
-    """`grade`, or the kit of another checkout (a worktree of an older commit) run in its place."""
-    if checkout is not None:
-        return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(checkout)!r}); "
-                "from grader.cli import main; main()"]
+def grade_command(other: Path | None) -> list[str]:
+    """`grade`, or another installation's `grade` (say, an older commit installed in a virtualenv)."""
+    if other is not None:
+        return [str(other)]
     return [shutil.which("grade") or sys.exit("install the kit first: `grade` is not on PATH")]
 
 
+def file_errors(out: Path) -> int:
+    """How many submissions of a finished batch ended in a whole-file error (time limits included):
+    two installations graded the same class alike only if these agree."""
+    import json
+
+    lines = (out / "results.jsonl").read_text().splitlines()
+    return sum(bool(json.loads(line)["result"].get("error")) for line in lines if line.strip())
+
+
 def time_batch(folder: Path, out: Path, jobs: int, sandbox: str, timeout: float,
-               checkout: Path | None = None) -> tuple[float, int]:
-    command = [*grade_command(checkout), "batch", str(folder), "--out", str(out), "--jobs", str(jobs),
+               other: Path | None = None) -> tuple[float, int]:
+    command = [*grade_command(other), "batch", str(folder), "--out", str(out), "--jobs", str(jobs),
                "--sandbox", sandbox, "--timeout", str(timeout)]
     peak = [0]
     start = time.perf_counter()
@@ -183,8 +191,10 @@ def main() -> None:
     parser.add_argument("--sandbox", default="auto", choices=["auto", "bwrap", "none"])
     parser.add_argument("--timeout", type=float, default=1.0)
     parser.add_argument("--no-loops", action="store_true", help="Replace the looping submissions by correct ones.")
-    parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
-                        help="Also time the kit in this folder (e.g. `git worktree add /tmp/old HEAD~5`), same class.")
+    parser.add_argument("--compare", type=Path, metavar="GRADE",
+                        help="Also time another installation's `grade` on the same class, e.g. an older commit: "
+                             "`git archive OLD | tar -x -C /tmp/old; python -m venv --system-site-packages /tmp/v; "
+                             "/tmp/v/bin/pip install --no-deps /tmp/old`, then --compare /tmp/v/bin/grade.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch:
         folder = Path(scratch) / "class"
@@ -193,12 +203,14 @@ def main() -> None:
               + f"; --timeout {args.timeout:g} s, --jobs {args.jobs}, --sandbox {args.sandbox}")
         elapsed, peak_kb = time_batch(folder, Path(scratch) / "out", args.jobs, args.sandbox, args.timeout)
         rate = args.count / elapsed
-        print(f"grade batch: {elapsed:.1f} s, {rate:.1f} submissions/s, peak memory {peak_kb / 1024:.0f} MB (PSS)")
+        print(f"grade batch: {elapsed:.1f} s, {rate:.1f} submissions/s, peak memory {peak_kb / 1024:.0f} MB (PSS), "
+              f"{file_errors(Path(scratch) / 'out')} file errors")
         if args.compare:
             old, old_kb = time_batch(folder, Path(scratch) / "out-compared", args.jobs, args.sandbox, args.timeout,
-                                     checkout=args.compare)
+                                     other=args.compare)
             print(f"{args.compare}: {old:.1f} s, {args.count / old:.1f} submissions/s, peak memory "
-                  f"{old_kb / 1024:.0f} MB (PSS); this checkout does {rate / (args.count / old):.2f}x its rate")
+                  f"{old_kb / 1024:.0f} MB (PSS), {file_errors(Path(scratch) / 'out-compared')} file errors; "
+                  f"this installation does {rate / (args.count / old):.2f}x its rate")
         per_notebook = time_nbclient(folder, args.notebooks, args.timeout) if args.notebooks else None
         if per_notebook:
             print(f"nbclient, a kernel per notebook: {per_notebook:.2f} s per notebook, "

@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import faulthandler
 import io
+import math
 import os
 import signal
 import sys
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from grader.network import Config, Reference, public, reference
+from grader.network import Config, Public, Reference, public, reference
 from grader.policy import Forbidden, Guard, Violation, compile_student
 from grader.sandbox import drop_privileges, limit_resources
 from grader.wire import (
@@ -305,11 +306,10 @@ class Options:
 # --- the student process ---
 
 
-def receive_job(read_fd: int):
-    """In a student process: the job the grader sent, as (args, tensors) where `tensors` maps
-    (run, group, name, target) to a tensor. The grader is trusted; the job comes whole, first."""
-    reader = Reader(read_fd, None, limit=None)
-    messages = reader.messages()
+def read_job(messages):
+    """In a student process: the next job the grader sends, as (args, tensors) where `tensors` maps
+    (run, group, name, target) to a tensor; None when the grader has no more. The grader is
+    trusted; a job comes whole."""
     args, tensors = None, {}
     for header, payload in messages:
         if header["t"] == "job":
@@ -318,8 +318,8 @@ def receive_job(read_fd: int):
             key = (header["run"], header["group"], header["name"], header.get("target"))
             tensors[key] = decode_tensor(header, payload)
         elif header["t"] == "end":
-            return args, tensors, messages
-    raise EOFError("the grader closed the job before its end")
+            return args, tensors
+    return None
 
 
 class _Channel:
@@ -356,6 +356,13 @@ def _own_names(the_plan: Plan) -> set[str]:
 
 def _reads(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _reads_before(node: ast.AST) -> set[str]:
+    """The names a statement reads from before it: those it reads and does not assign itself (a
+    loop's `ix = Xb[k, j]` then `dC[ix] += ...` reads its own `ix`), and its `x += ...` targets."""
+    augmented = {n.target.id for n in ast.walk(node) if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
+    return _reads(node) - (assigned_names(node) - augmented)
 
 
 class _RunState:
@@ -457,7 +464,7 @@ class _RunState:
         origin = None
         if not statement.blank:
             origin = found[0] if found else next(
-                (self.tainted[n] for n in sorted(_reads(statement.node)) if n in self.tainted), None
+                (self.tainted[n] for n in sorted(_reads_before(statement.node)) if n in self.tainted), None
             ) if self.tainted else None
         names = sorted(statement.assigns - self.failed)
         if origin is not None:
@@ -534,7 +541,11 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
 
     `execute`: runs of a file, each against one reference, one after the other in this process
     (see `run_submissions`); `train`: a training run on the student's gradients (`grader.training`)."""
-    args, tensors, messages = receive_job(read_fd)
+    messages = Reader(read_fd, None, limit=None).messages()
+    job_read = read_job(messages)
+    if job_read is None:
+        return
+    args, tensors = job_read
     if job == "execute":
         from grader.diagnose import probe_inputs
         from grader.exercises import BY_ID
@@ -544,23 +555,28 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
         guard = Guard(args["filename"], tuple(args["allowed"]))
         compiled = _compile_statements(the_plan, args["filename"])
         channel = _Channel(write_fd, messages)
-        states = []
-        for number, run in enumerate(args["runs"]):
-            options = Options(**run["options"])
-            probes: dict[str, dict[str, torch.Tensor]] = {}
-            if run["public"] is not None:
-                shown = public(Config.from_dict(run["public"][0]), DTYPES[run["public"][1]])
-                scope = {n: t for n, t in shown.tensors.items() if exercise.scope is None or n in exercise.scope}
-                scope.update(shown.sizes)
-                if options.probe:
-                    probes = probe_inputs(exercise, shown, the_plan)
-            else:
-                scope = {name: tensors[(number, "scope", name, None)] for name in run["tensors"]}
-                scope.update(run["sizes"])
-            given = {name: tensors[(number, "given", name, None)] for name in run["given"]}
-            states.append(_RunState(number, channel, the_plan, compiled, guard, args["filename"], scope, given,
-                                    options, probes, args["bounds"]))
-        _execute(channel, the_plan, states)
+        while True:  # the grader may ask for more runs of the same file (`Session`)
+            states = []
+            for number, run in enumerate(args["runs"]):
+                options = Options(**run["options"])
+                probes: dict[str, dict[str, torch.Tensor]] = {}
+                if run["public"] is not None:
+                    shown = public(Config.from_dict(run["public"][0]), DTYPES[run["public"][1]])
+                    scope = {n: t for n, t in shown.tensors.items() if exercise.scope is None or n in exercise.scope}
+                    scope.update(shown.sizes)
+                    if options.probe:
+                        probes = probe_inputs(exercise, shown, the_plan)
+                else:
+                    scope = {name: tensors[(number, "scope", name, None)] for name in run["tensors"]}
+                    scope.update(run["sizes"])
+                given = {name: tensors[(number, "given", name, None)] for name in run["given"]}
+                states.append(_RunState(number, channel, the_plan, compiled, guard, args["filename"], scope, given,
+                                        options, probes, args["bounds"]))
+            _execute(channel, the_plan, states)
+            job_read = read_job(messages)
+            if job_read is None:
+                return
+            args, tensors = job_read
     elif job == "train":
         from grader.training import train_body
 
@@ -733,43 +749,99 @@ def send_job(write_fd: int, args: dict, tensors, deadline: float) -> None:
 
 def run_submissions(*, source: str, filename: str, exercise, specs: list[RunSpec],
                     timeout: float = DEFAULT_TIMEOUT, allowed: tuple[str, ...] | None = None) -> list[Run]:
-    """Several runs of a file, one after the other in one student process (one fork, not several);
-    each has its own time limit. A `SyntaxError` is raised for source that does not parse."""
-    the_plan = plan(source, filename, exercise.targets)
-    runs = [_new_run(the_plan) for _ in specs]
-    allowed = exercise.allowed if allowed is None else allowed
-    args, tensors, shared = _job(exercise, source, filename, specs, the_plan, allowed)
-    executor = current_executor()
-    try:
-        handle, read_fd, write_fd = executor.spawn("execute", timeout * len(specs), (exercise.id, shared))
-    except WorkerDied as exc:
-        for run in runs:
-            run.error = str(exc)
-            _fill_unanswered(run, exercise.targets)
-        return runs
-    os.set_blocking(write_fd, False)
-    # All runs go through the file together: the time limit is for all of them (a run of an honest
-    # file takes milliseconds).
-    reader = Reader(read_fd, time.monotonic() + timeout)
-    expected = {t: specs[0].reference().gradients[exercise.tensor_of(t)].numel() for t in exercise.targets}
-    messages = reader.messages(lambda header: check_frame(header, expected))
-    points = release_points(the_plan, exercise.targets)
-    dues = [_Due(spec.reference(), exercise, points, spec.options.inject) for spec in specs]
-    exit_info = None
-    try:
+    """Several runs of a file in one student process (one fork, not several), going through the
+    file together, within one time limit. A `SyntaxError` is raised for source that does not parse."""
+    with Session(source=source, filename=filename, exercise=exercise, timeout=timeout, allowed=allowed) as session:
+        return session.run(specs)
+
+
+class Session:
+    """One student process for a file, kept for every run its grading asks for (the sizes, then
+    perhaps the chained and the float64 runs), so that the file is parsed and compiled once.
+
+    A run that ends in an error (a time limit, a crash, malformed data) ends the process; a later
+    run starts a fresh one. Each `run` call has its own time limit."""
+
+    RUNS = 6  # the CPU seconds of a process: this many time limits
+
+    def __init__(self, *, source: str, filename: str, exercise, timeout: float = DEFAULT_TIMEOUT,
+                 allowed: tuple[str, ...] | None = None):
+        self.source, self.filename, self.exercise, self.timeout = source, filename, exercise, timeout
+        self.allowed = exercise.allowed if allowed is None else allowed
+        self.plan = plan(source, filename, exercise.targets)
+        self.executor = current_executor()
+        self.process = None  # (handle, read_fd, write_fd, messages, reader)
+        self.runs: list[Run] = []  # those of the current process, for what its exit says
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self, shared) -> None:
+        handle, read_fd, write_fd = self.executor.spawn("execute", self.timeout * self.RUNS, (self.exercise.id, shared))
+        os.set_blocking(write_fd, False)
+        reader = Reader(read_fd, time.monotonic() + self.timeout)
+        expected = {t: n for t, n in self._sizes().items()}
+        self.process = (handle, read_fd, write_fd, reader.messages(lambda h: check_frame(h, expected)), reader)
+        self.runs = []
+
+    def _sizes(self) -> dict[str, int]:
+        first = first_public(self.exercise)
+        return {t: math.prod(first.shapes[self.exercise.tensor_of(t)]) for t in self.exercise.targets}
+
+    def run(self, specs: list[RunSpec]) -> list[Run]:
+        runs = [_new_run(self.plan) for _ in specs]
+        args, tensors, shared = _job(self.exercise, self.source, self.filename, specs, self.plan, self.allowed)
+        if self.process is None:
+            # The worker computes, once, every forward pass this file's grading may need.
+            shared = [*shared, *self._later_shared()]
+            try:
+                self._start(shared)
+            except WorkerDied as exc:
+                for run in runs:
+                    run.error = str(exc)
+                    _fill_unanswered(run, self.exercise.targets)
+                return runs
+        _, _, write_fd, messages, reader = self.process
+        reader.deadline = time.monotonic() + self.timeout
+        points = release_points(self.plan, self.exercise.targets)
+        dues = [_Due(spec.reference(), self.exercise, points, spec.options.inject) for spec in specs]
         try:
             send_job(write_fd, args, tensors, reader.deadline)
         except (TimeoutError, BrokenPipeError):
             pass  # the process is gone or stuck: reading says which
-        _collect(messages, runs, the_plan, timeout, dues, write_fd, reader)
-    finally:
+        _collect(messages, runs, self.plan, self.timeout, dues, write_fd, reader)
+        self.runs += runs
+        if any(run.error for run in runs):
+            self.close()
+        for run in runs:
+            _fill_unanswered(run, self.exercise.targets)
+        return runs
+
+    def _later_shared(self) -> list:
+        if self.exercise.kind == "training":
+            return []
+        return [[self.exercise.configs[0].to_dict(), "float64"]]
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        handle, read_fd, write_fd, _, _ = self.process
+        self.process = None
         os.close(read_fd)
         os.close(write_fd)
-        exit_info = executor.reap(handle)
-    _note_incidents(runs, exit_info, timeout)
-    for run in runs:
-        _fill_unanswered(run, exercise.targets)
-    return runs
+        _note_incidents(self.runs, self.executor.reap(handle), self.timeout)
+
+
+def first_public(exercise) -> Public:
+    """The shapes of an exercise's first reference, without computing a gradient when avoidable."""
+    if exercise.kind == "training":
+        from grader.training import autograd_run
+
+        return autograd_run(exercise.configs[0])[0][0].public
+    return public(exercise.configs[0])
 
 
 def _note_incidents(runs: list[Run], exit_info: dict | None, timeout: float) -> None:

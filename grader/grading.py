@@ -16,7 +16,8 @@ from grader import diagnose
 from grader.compare import FileResult, Settings, Status, TensorResult, compare
 from grader.exercises import BY_ID, EXERCISES, Exercise, recognise
 from grader.execution import (
-    DEFAULT_TIMEOUT, Options, RunSpec, SubmissionError, assigned_names, parse, plan, read_source, run_submissions,
+    DEFAULT_TIMEOUT, Options, RunSpec, Session, SubmissionError, assigned_names, parse, plan, read_source,
+    run_submissions,
 )
 from grader.network import Reference, reference
 
@@ -73,11 +74,15 @@ def allowed_shortcuts(exercise: Exercise, settings: Settings) -> tuple[str, ...]
 
 
 def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, timeout: float,
-           settings: Settings, options: Options | None = None):
-    """Run a source against one reference and compare every target: (results, run)."""
+           settings: Settings, options: Options | None = None, session: Session | None = None):
+    """Run a source against one reference (in `session`'s student process, when given) and compare
+    every target: (results, run)."""
     spec = RunSpec(ref.config, ref.tensors["loss"].dtype, ref.step, options or Options(), ref)
-    run = run_submissions(source=source, filename=filename, exercise=exercise, specs=[spec], timeout=timeout,
-                          allowed=allowed_shortcuts(exercise, settings))[0]
+    if session is not None:
+        run = session.run([spec])[0]
+    else:
+        run = run_submissions(source=source, filename=filename, exercise=exercise, specs=[spec], timeout=timeout,
+                              allowed=allowed_shortcuts(exercise, settings))[0]
     return _verdicts(exercise, ref, run, settings), run
 
 
@@ -112,14 +117,22 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
     if exercise.kind == "training":
         return _grade_training(source=source, filename=filename, exercise=exercise, timeout=timeout,
                                settings=settings)
-    judge = functools.partial(_judge, exercise, source=source, filename=filename, timeout=timeout, settings=settings)
+    session = Session(source=source, filename=filename, exercise=exercise, timeout=timeout,
+                      allowed=allowed_shortcuts(exercise, settings))
+    with session:
+        return _grade_lines(session, ref, the_plan, source=source, filename=filename, exercise=exercise,
+                            timeout=timeout, settings=settings)
 
+
+def _grade_lines(session: Session, ref: Reference, the_plan, *, source: str, filename: str, exercise: Exercise,
+                 timeout: float, settings: Settings) -> FileResult:
+    """An exercise of lines, every run in one student process where it can be."""
+    judge = functools.partial(_judge, exercise, source=source, filename=filename, timeout=timeout, settings=settings,
+                              session=session)
     # Line by line at every configuration; the lecture's run also probes with random upstream gradients.
     probes = diagnose.probe_inputs(exercise, ref.public, the_plan)
-    # All sizes in one student process; the lecture's run also probes with random upstream gradients.
     specs = [RunSpec(config, options=Options(probe=i == 0)) for i, config in enumerate(exercise.configs)]
-    runs = run_submissions(source=source, filename=filename, exercise=exercise, timeout=timeout, specs=specs,
-                           allowed=allowed_shortcuts(exercise, settings))
+    runs = session.run(specs)
     per_config = []
     for config, run in zip(exercise.configs, runs):
         per_config.append((config, _verdicts(exercise, reference(config), run, settings), run))
@@ -266,7 +279,9 @@ def _in_cells(result: FileResult, origin: dict[int, tuple[int, int]]) -> FileRes
     def notes(text):
         return re.sub(r"\bline (\d+)", lambda m: "cell {}, line {}".format(*where(int(m.group(1)))), text)
 
-    results = tuple(replace(r, cell=where(r.line)[0], line=where(r.line)[1]) if r.line else r for r in result.results)
+    results = tuple(replace(r, cell=where(r.line)[0], line=where(r.line)[1],
+                            hint=notes(r.hint) if r.hint and r.policy else r.hint) if r.line else r
+                    for r in result.results)
     return replace(result, results=results, notes=tuple(notes(n) for n in result.notes),
                    error=notes(result.error) if result.error else None)
 

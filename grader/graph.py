@@ -54,5 +54,7 @@ def contribution(line: Line, tensor: str, upstream: torch.Tensor, values: dict[s
     scope = {"torch": torch, "F": F, **values, tensor: leaf}
     with torch.enable_grad():
         out = eval(line.expression, scope)  # noqa: S307 - our own forward source, never student code
-        (grad,) = torch.autograd.grad(out, leaf, grad_outputs=upstream.to(out.dtype), allow_unused=True)
+        # The vector-Jacobian product as the gradient of a sum: the same numbers, and unlike
+        # `grad_outputs=` it does not import sympy (a fifth of a second) on first use.
+        (grad,) = torch.autograd.grad((out * upstream.to(out.dtype)).sum(), leaf, allow_unused=True)
     return torch.zeros_like(leaf) if grad is None else grad.detach()

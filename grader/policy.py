@@ -182,7 +182,8 @@ class Violation:
 
     policy: str  # "autograd", "shortcut" or "internals"
     line: int | None
-    what: str
+    what: str  # the name reached for, or (`construct`) what the compiler refused, in words
+    construct: bool = False
 
     @classmethod
     def of(cls, what: str, line: int | None) -> "Violation":
@@ -195,6 +196,8 @@ class Violation:
         at = (f"line {self.line}" if self.line else "a line") if where else ""
         if self.policy == "shortcut":
             return f"{at} calls `{self.what}`, which does this step for you; the exercise is to write it by hand".strip()
+        if self.construct:  # "Augmented assignment of attributes is not allowed"
+            return f"{at + ': ' if at else ''}{self.what[0].lower()}{self.what[1:]} here: {self._advice()}"
         return f"{at + ': ' if at else ''}`{self.what}` is not allowed here: {self._advice()}"
 
     def tainted_hint(self) -> str:
@@ -202,6 +205,8 @@ class Violation:
         where = f"line {self.line}" if self.line else "a line"
         if self.policy == "shortcut":
             return f"computed from {where}, which calls `{self.what}`: the exercise is to write it by hand"
+        if self.construct:
+            return f"computed from {where}, which the grader refused ({self.what.lower()}): {self._advice()}"
         return f"computed from {where}, where `{self.what}` is not allowed: {self._advice()}"
 
     def _advice(self) -> str:
@@ -246,8 +251,9 @@ def compile_student(node: ast.AST, filename: str):
             head, _, message = message.partition(": ")
             line = int(head.split()[1]) if head.split()[1].isdigit() else None
         quoted = message.split('"')
-        what = quoted[1] if len(quoted) > 2 else message.rstrip(".")
-        return None, Violation.of(what, line)
+        if len(quoted) > 2:  # `"__class__" is an invalid attribute name because it starts with "_"`
+            return None, Violation.of(quoted[1], line)
+        return None, Violation("internals", line, message.rstrip("."), construct=True)
     return result.code, None
 
 
