@@ -53,7 +53,7 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per file; a list for several).")
 @click.option("--exercise", metavar="ID", help="The exercise the files answer (default: from the file name).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds the student's code may run.")
+              help="Seconds the student's code may run (all sizes of a file together).")
 @click.option("--dir", "directory", type=click.Path(), default="exercises", show_default=True,
               help="With no PATH: the folder whose exercises the overview grades.")
 @click.option("--train", is_flag=True, help="Exercise 4: run the lecture's full optimisation on your gradients.")
@@ -125,7 +125,7 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: the CPU count); each grades two submissions at a time.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds each run of a submission may take.")
+              help="Seconds a submission's code may run (all sizes of a file together).")
 @click.option("--exercise", metavar="ID", help="Grade only this exercise.")
 @click.option("--sandbox", type=click.Choice(["auto", "bwrap", "none"]), default="auto", show_default=True,
               help="bubblewrap sandbox for student code (auto: when installed).")
@@ -194,7 +194,7 @@ def _say_interrupted() -> None:
 @click.option("--results", type=click.Path(), default="/autograder/results/results.json", show_default=True,
               help="Where Gradescope reads the results.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds each run of the submission may take.")
+              help="Seconds the submission's code may run (all sizes of a file together).")
 def gradescope_command(submission, results, timeout):
     """Grade one Gradescope submission into Gradescope's results.json (used by run_autograder).
 

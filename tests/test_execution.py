@@ -114,3 +114,30 @@ def test_a_helper_line_that_raises_is_reported_as_a_note(solution):
     result = grade_text(solution + "cmp('dC', dC, C)\n")
     assert all(r.status.passed for r in result.results)
     assert any("NameError" in note for note in result.notes)
+
+
+def test_a_file_is_graded_in_one_student_process_chained_and_float64_runs_included(solution):
+    from grader.execution import LOCAL, current_executor, use_executor
+
+    spawned = []
+
+    class Counting:
+        def spawn(self, job, timeout, shared=(None, ())):
+            spawned.append(job)
+            return LOCAL.spawn(job, timeout, shared)
+
+        def reap(self, handle):
+            return LOCAL.reap(handle)
+
+    before = current_executor()
+    use_executor(Counting())
+    try:
+        # A wrong line (a chained run) and the lecture's tanh formula (a near miss: a float64 run).
+        source = replace_line(solution, "dW2 =", "dW2 = dlogits.T @ h")
+        source = replace_line(source, "dhpreact =", "dhpreact = (1.0 - h**2) * dh")
+        result = grade_text(source)
+    finally:
+        use_executor(before)
+    assert statuses(result)["dW2"] is Status.FAIL and statuses(result)["dhpreact"] is Status.APPROX
+    assert "float64" in by_name(result)["dhpreact"].hint  # the float64 run did happen
+    assert spawned == ["execute"]

@@ -45,3 +45,16 @@ def test_another_alphabet_and_sizes_change_every_shape(tmp_path):
     assert ref.sizes == dict(n=13, batch_size=13, vocab_size=len(ref.vocab), block_size=4, n_embd=5, n_hidden=16)
     assert ref.gradients["logits"].shape == (13, len(ref.vocab))
     assert ref.gradients["emb"].shape == (13, 4, 5)
+
+
+def test_the_forward_pass_a_worker_shares_is_the_references_bitwise():
+    import torch
+
+    from grader.network import LECTURE, OTHER, SMALL, public, reference
+
+    for config in (LECTURE, OTHER, SMALL):
+        for dtype in (torch.float32, torch.float64):
+            shared, ref = public(config, dtype), reference(config, dtype)
+            assert set(shared.tensors) == set(ref.tensors) and shared.sizes == ref.sizes
+            assert all(torch.equal(shared.tensors[n], ref.tensors[n]) for n in ref.tensors), (config.name, dtype)
+            assert shared.shapes == {n: tuple(g.shape) for n, g in ref.gradients.items()}

@@ -695,3 +695,35 @@ def test_csv_cells_that_a_spreadsheet_would_read_as_a_formula_are_quoted(cell):
 @pytest.mark.parametrize("cell", ["alice", "O'Brien", " bob", "ana-maria", "26"])
 def test_csv_cells_that_are_plain_text_are_unchanged(cell):
     assert safe_cell(cell) == cell
+
+
+# --- teacher forcing: a reference gradient is never in scope before its answer ---
+
+
+def test_a_blank_moved_above_cannot_feed_the_line_it_depends_on():
+    # `dhpreact` left blank, moved above `dh`: were its reference injected at the blank, `dh` could be
+    # worked back from it. It is released only after `dh` (earlier in backward order) is answered.
+    cheat = replace_line(SOLUTION, "dhpreact =", "").replace(
+        "dh = dlogits @ W2.T", "dhpreact = ...\ndh = dhpreact / (1.0 - h**2)")
+    result = grade_text(cheat)
+    assert by_name(result)["dh"].status not in (Status.EXACT, Status.APPROX)
+    assert "still blank" in (by_name(result)["dh"].hint or "")
+    assert by_name(result)["dbngain"].status is Status.EXACT  # later lines still get dhpreact's reference
+
+
+def test_a_gradient_never_assigned_is_not_handed_to_the_lines_before_it():
+    cheat = replace_line(SOLUTION, "dhpreact =", "").replace("dh = dlogits @ W2.T", "dh = dhpreact / (1.0 - h**2)")
+    result = grade_text(cheat)
+    assert by_name(result)["dh"].status is Status.ERROR and by_name(result)["dhpreact"].status is Status.MISSING
+    assert by_name(result)["dbngain"].status is Status.EXACT
+
+
+def test_a_refused_construct_is_named_in_words_and_a_loop_temporary_is_not_tainted():
+    source = replace_line(SOLUTION, "dh =", "h.data += 1\nix = getattr(Xb, 'gr' + 'ad')\ndh = dlogits @ W2.T")
+    source = source.replace(
+        "dC = torch.zeros_like(C).index_add_(0, Xb.view(-1), demb.view(-1, n_embd))  # the lecture loops over Xb",
+        "dC = torch.zeros_like(C)\nfor k in range(Xb.shape[0]):\n    for j in range(Xb.shape[1]):\n"
+        "        ix = Xb[k, j]\n        dC[ix] += demb[k, j]")
+    result = grade_text(source)
+    assert failing(result) == []  # neither refused line assigns a gradient; the loop's ix is its own
+    assert any("augmented assignment of attributes is not allowed here" in n for n in result.notes), result.notes
