@@ -426,6 +426,7 @@ class _RunState:
         crashed = None
         if code is not None:
             mark = len(guard.violations)
+            torch.set_grad_enabled(False)
             try:
                 exec(code, namespace)
             except (SystemExit, KeyboardInterrupt) as exc:
@@ -438,6 +439,9 @@ class _RunState:
                 pass  # recorded by the guard
             except BaseException as exc:  # noqa: BLE001 - student code may raise anything
                 crashed = exc
+            if torch.is_grad_enabled():  # however it was done, autograd was switched back on
+                torch.set_grad_enabled(False)
+                guard.violations.append(Violation("autograd", statement.line, "enable_grad"))
             found += guard.violations[mark:]
         self._judge_policy(statement, found, crashed)
         for ref, version, name in self.handed_out:
@@ -807,7 +811,7 @@ class Session:
         _, _, write_fd, messages, reader = self.process
         reader.deadline = time.monotonic() + self.timeout
         points = release_points(self.plan, self.exercise.targets)
-        dues = [_Due(spec.reference(), self.exercise, points, spec.options.inject) for spec in specs]
+        dues = [_Due(spec.reference(), self.exercise, self.plan, points, spec.options.inject) for spec in specs]
         try:
             send_job(write_fd, args, tensors, reader.deadline)
         except (TimeoutError, BrokenPipeError):
@@ -859,14 +863,30 @@ def _note_incidents(runs: list[Run], exit_info: dict | None, timeout: float) -> 
 
 class _Due:
     """The grader's side of teacher forcing for one run: after each statement, which reference
-    gradients the student process gets now (`release_points`), and only those."""
+    gradients the student process gets now (`release_points`), and only those. It counts the
+    statements itself and checks that every answer due has come, so a process that skips ahead
+    (a forged `next`) or answers twice is malformed, not rewarded."""
 
-    def __init__(self, ref: Reference, exercise, points: dict[str, int], inject: bool):
-        self.ref, self.exercise, self.points, self.inject = ref, exercise, points, inject
-        self.answered: set[str] = set()
+    def __init__(self, ref: Reference, exercise, the_plan: Plan, points: dict[str, int], inject: bool):
+        self.ref, self.exercise, self.plan, self.points, self.inject = ref, exercise, the_plan, points, inject
+        self.answered: set[str] = set()  # answered with a value (the chained run keeps those)
+        self.received: set[str] = set()  # answered or failed
         self.sent: set[str] = set()
+        self.stopped = False
+
+    def receive(self, name: str, answered: bool) -> None:
+        if name in self.received:
+            raise Malformed("a second answer for one gradient")
+        self.received.add(name)
+        if answered:
+            self.answered.add(name)
 
     def after(self, index: int) -> list[tuple[str, torch.Tensor]]:
+        if self.stopped:
+            return []
+        for name, final in self.plan.final.items():
+            if final <= index and not self.plan.statements[final].blank and name not in self.received:
+                raise Malformed("a statement done without its answer")
         due = []
         for name, point in self.points.items():
             if name in self.sent or point > index:
@@ -900,11 +920,14 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
     not done yet."""
     current_line = the_plan.statements[0].line if the_plan.statements else None
     finished = [False] * len(runs)
-    problem = None
+    problem, statement = None, -1  # the next statement the process must say it has done
     try:
         for header, payload in messages:
             kind = header["t"]
             if kind == "next":
+                if header["index"] != statement or statement >= len(the_plan.statements):
+                    raise Malformed("a statement out of order")
+                statement += 1
                 items = [(number, name, tensor) for number, due in enumerate(dues) if not finished[number]
                          for name, tensor in due.after(header["index"])]
                 reply, data = pack_tensors(items)
@@ -923,7 +946,7 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
                 raise Malformed("a message for a run that is not running")
             run, due, name = runs[number], dues[number], header.get("name")
             if kind == "answer" and name in the_plan.final:
-                due.answered.add(name)
+                due.receive(name, answered=True)
                 if header["kind"] == "tensor":
                     run.answers[name] = Answer(name=name, line=header["line"], value=decode_tensor(header, payload))
                 else:
@@ -932,7 +955,7 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
             elif kind == "error":
                 for failed in header["names"]:
                     if failed in the_plan.final:
-                        due.answered.discard(failed)
+                        due.receive(failed, answered=False)
                         run.answers[failed] = Answer(name=failed, line=header["line"], kind="error",
                                                      message=header["message"], policy=header.get("policy"))
             elif kind == "probe" and name in the_plan.final and header["kind"] == "tensor":
@@ -943,6 +966,7 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
                 run.notes.append(f"line {header['line']}: {header['message']}")
             elif kind == "stop":
                 run.error = header["message"]
+                due.stopped = True
             elif kind == "output":
                 run.output = header["text"][: MAX_OUTPUT + 40]
             elif kind == "done":

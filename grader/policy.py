@@ -70,7 +70,7 @@ def _allowlists() -> tuple[frozenset[str], dict[str, frozenset[str]]]:
                  "nbytes", "layout", "is_cuda"):
         if hasattr(torch.Tensor, prop):
             tensor.add(prop)
-    tensor.update({"numpy", "tolist", "item", "size", "dim", "numel", "element_size", "clone", "detach",
+    tensor.update({"numpy", "tolist", "item", "size", "dim", "numel", "element_size", "clone", "detach", "unflatten",
                    "contiguous", "float", "double", "long", "int", "bool", "half", "type_as", "new_zeros",
                    "new_ones", "new_full", "new_empty", "new_tensor", "zero_", "fill_", "copy_", "view",
                    "view_as", "expand", "expand_as", "index_add_", "scatter_add_", "index_put_", "to"})
@@ -87,7 +87,7 @@ def _allowlists() -> tuple[frozenset[str], dict[str, frozenset[str]]]:
         "randint", "randperm", "normal", "scalar_tensor", "as_tensor", "manual_seed", "Generator", "Size",
         "Tensor", "finfo", "iinfo", "no_grad", "inference_mode", "is_tensor", "is_grad_enabled",
         "get_default_dtype", "promote_types", "result_type", "broadcast_shapes", "tril_indices",
-        "triu_indices", "can_cast", "pi", "e", "inf", "nan", "nn", "linalg", "special", "fft", "dtype",
+        "triu_indices", "can_cast", "pi", "e", "inf", "nan", "nn", "linalg", "special", "fft", "dtype", "from_numpy",
         "float", "int", *dtypes,
     }
     modules = {
@@ -236,6 +236,9 @@ class _StudentTransformer(RestrictingNodeTransformer):
         self.error(node, "class definitions are not allowed here")
         return node
 
+    def visit_AnnAssign(self, node):  # `dlogprobs: torch.Tensor = ...`: the annotation is read like any code
+        return self.node_contents_visit(node)
+
 
 def compile_student(node: ast.AST, filename: str):
     """Compile a statement (or a whole module) under the guard: (code, None) or (None, Violation)."""
@@ -355,6 +358,10 @@ class Guard:
         return _WriteProxy(obj, self)
 
     def import_(self, name, globals=None, locals=None, fromlist=(), level=0):
+        if not level and name not in IMPORTABLE and name.split(".")[0] in ("numpy", "torch") and name in sys.modules:
+            # What numpy and torch import on first use of a method (printing a tensor, `ndarray.max`)
+            # comes through here too. A module is inert behind the guard: its attributes stay refused.
+            return sys.modules[name] if fromlist else sys.modules[name.split(".")[0]]
         if level or name not in IMPORTABLE:
             self.refuse(f"import {name}")
         top = __import__(name)
@@ -364,6 +371,14 @@ class Guard:
                 self.refuse(self._what(target, item))
         return target if fromlist else top
 
+    def type_of(self, obj):
+        """`type(x)` for printing and isinstance; never `type` itself or another metaclass, whose call
+        with three arguments would make a class (a subclass of `torch.no_grad`, say)."""
+        kind = type(obj)
+        if issubclass(kind, type):
+            self.refuse("type of a class")
+        return kind
+
     def inplace(self, op, x, y):
         return _INPLACE[op](x, y)
 
@@ -372,10 +387,7 @@ class Guard:
         safe = {name: getattr(builtins, name) for name in SAFE_BUILTINS}
         for name in REFUSED_BUILTINS:
             safe[name] = (lambda what: lambda *args, **kwargs: self.refuse(what))(name)
-        safe.update(
-            getattr=self.getattr, hasattr=self.hasattr, __import__=self.import_,
-            type=lambda obj: type(obj),
-        )
+        safe.update(getattr=self.getattr, hasattr=self.hasattr, __import__=self.import_, type=self.type_of)
         return {
             "__builtins__": safe, "__name__": "__student__", "_getattr_": self.getattr,
             "_getitem_": operator.getitem, "_write_": self.write, "_getiter_": iter,

@@ -133,6 +133,7 @@ def train_body(write_fd, output, *, source, filename, config, steps, targets, se
         for name, tensor in {**params, **out}.items():
             namespace[name] = tensor.clone()
         namespace.update(Xb=Xb.clone(), Yb=Yb.clone())
+        torch.set_grad_enabled(False)
         try:
             exec(code, namespace)
         except Forbidden:
@@ -140,6 +141,10 @@ def train_body(write_fd, output, *, source, filename, config, steps, targets, se
         except BaseException as exc:  # noqa: BLE001 - student code may raise anything
             line, message = _student_error(exc, filename, 0)
             send(write_fd, {"t": "stop", "message": f"step {step}, line {line}: {message}"})
+            return
+        if torch.is_grad_enabled():  # however it was done, autograd was switched back on
+            send(write_fd, {"t": "stop", "message": f"step {step}: `enable_grad` is not allowed here: "
+                                                    f"write the gradient by hand, without autograd"})
             return
         if guard.violations:
             send(write_fd, {"t": "stop", "message": f"step {step}: {guard.violations[0].hint()}"})

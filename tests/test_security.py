@@ -185,6 +185,16 @@ def test_an_honest_student_who_tries_autograd_once_keeps_the_rest():
     assert any("`backward` is not allowed here" in note for note in result.notes)
 
 
+def test_type_gives_no_way_to_make_a_class():
+    cheat = ("T = type(type(1))\n"
+             "NG = T('NG', (type(torch.no_grad()),), {'prev': True})\n"
+             "dh = dlogits @ W2.T")
+    result = grade_text(replace_line(SOLUTION, "dh =", cheat))
+    assert failing(result) == [] and any("`type of a class` is not allowed here" in n for n in result.notes)
+    honest = replace_line(SOLUTION, "dh =", "print(type(dlogits))\ndh = dlogits @ W2.T")
+    assert "Tensor" in grade_text(honest).output
+
+
 def test_what_students_really_write_still_runs():
     source = SOLUTION.replace(
         "dC = torch.zeros_like(C).index_add_(0, Xb.view(-1), demb.view(-1, n_embd))  # the lecture loops over Xb",
@@ -194,10 +204,14 @@ def test_what_students_really_write_still_runs():
         "        ix = Xb[k, j]\n"
         "        dC[ix] += demb[k, j]\n"
         "print(f'dC {tuple(dC.shape)} {dC.abs().max().item():.3f}', math.pi > 3)",
-    ).replace("dh = dlogits @ W2.T", "def matmul_back(d, w):\n    return d @ w.T\ndh = matmul_back(dlogits, W2)")
+    ).replace("dh = dlogits @ W2.T", "def matmul_back(d, w):\n    return d @ w.T\ndh = matmul_back(dlogits, W2)\n"
+              "print(dh[0, :3], f'{dh.sum():.3f}', repr(torch.tensor(1.5)))")
+    source = replace_line(source, "db2 =", "db2: torch.Tensor = torch.from_numpy(dlogits.numpy().sum(0))")
+    source = replace_line(source, "demb =", "demb = dembcat.unflatten(1, (block_size, n_embd))")
     source = "import math\nimport torch.nn.functional as F\nfrom torch.nn import functional\n" + source
     result = grade_text(source)
     assert failing(result) == [] and result.notes == () and "dC (27, 10)" in result.output
+    assert "tensor([" in result.output  # printing a tensor works in the student process
 
 
 # --- the clean process: nothing in memory that a student is not entitled to ---
@@ -247,6 +261,21 @@ def test_a_forged_frame_is_that_submissions_error(escaped, forgery):
     assert result.error and ("malformed data" in result.error or "ended abruptly" in result.error), result.error
     assert by_name(result)["dlogits"].status is Status.EXACT  # what was answered before it is kept
     assert by_name(result)["dh"].status is not Status.EXACT
+
+
+def test_a_forged_next_gets_no_reference_early(escaped):
+    # Say "statement 10**6 is done" before answering anything: every reference would be due.
+    forged = frame({"t": "next", "index": 10**6})
+    source = SOLUTION.replace("dlogprobs = -1.0/n", forged + "\ndlogprobs = -1.0/n", 1)
+    result = grade_text(source)
+    assert result.error and "malformed data" in result.error
+    assert result.passing == 0
+
+
+def test_a_second_answer_for_a_gradient_is_malformed(escaped):
+    forged = frame({"t": "answer", "name": "dlogprobs", "line": 1, "kind": "other", "description": "x", "run": 0})
+    result = grade_text(replace_line(SOLUTION, "dprobs =", forged + "\ndprobs = (1.0 / probs) * dlogprobs"))
+    assert result.error and "malformed data" in result.error
 
 
 EXPECTED = {"dh": 32 * 64, "dlogits": 32 * 27}
