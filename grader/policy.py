@@ -146,7 +146,8 @@ SAFE_BUILTINS = (
     "str", "sum", "tuple", "zip", "True", "False", "None", "Ellipsis", "NotImplemented", "exit", "quit",
     "ArithmeticError", "AssertionError", "AttributeError", "Exception", "IndexError", "KeyError",
     "LookupError", "NameError", "NotImplementedError", "OverflowError", "RuntimeError", "StopIteration",
-    "TypeError", "ValueError", "ZeroDivisionError", "SystemExit",
+    "TypeError", "ValueError", "ZeroDivisionError", "SystemExit", "BaseException", "OSError", "PermissionError",
+    "FileNotFoundError", "MemoryError", "RecursionError",
 )
 # Modules put in student code's scope, every public name of them allowed, as if the code had
 # escaped the guard: only the attack suite sets this (workers started while it is set run their

@@ -355,13 +355,11 @@ def assert_class_unharmed(out: Path, count: int = 3) -> None:
         assert book[f"honest{i}"]["ex1"] == "26", book[f"honest{i}"]
 
 
-KEEP_GOING = "deadline = time.monotonic() + 2.5\nwhile time.monotonic() < deadline:\n"
-SIBLING_ATTACKS = {
-    "killer": KEEP_GOING + "    for pid in range(1, 400):\n        try:\n            os.kill(pid, signal.SIGKILL)\n"
-              "        except OSError:\n            pass\ndh = dlogits @ W2.T",
-    "stopper": KEEP_GOING + "    for pid in range(1, 400):\n        try:\n            os.kill(pid, signal.SIGSTOP)\n"
-               "        except OSError:\n            pass\ndh = dlogits @ W2.T",
-}
+SIBLING_ATTACK = ("deadline = time.monotonic() + 2.5\nwhile time.monotonic() < deadline:\n"
+                  "    for pid in range(1, 400):\n        if pid != os.getpid():\n            try:\n"
+                  "                os.kill(pid, signal.{})\n            except OSError:\n                pass\n"
+                  "dh = dlogits @ W2.T")
+SIBLING_ATTACKS = {"killer": SIBLING_ATTACK.format("SIGKILL"), "stopper": SIBLING_ATTACK.format("SIGSTOP")}
 
 
 @pytest.mark.slow
