@@ -13,13 +13,16 @@ change can leak into another line's verdict.
 
 The student process holds nothing it is not entitled to. It is forked from a
 clean worker (`grader.sandbox.Worker`: a process that has imported torch and
-this runner and never computed a reference, read a submission or filled a
-cache), reads its job (source, forward tensors, sizes, random probe values) from
-a pipe, and receives each reference gradient only after it has answered for it
-and for every gradient before it in backward order. Whatever it sends comes back
-through the one validating reader of `grader.wire`; nothing it writes is ever
-unpickled or executed. It has a wall-clock limit; whatever it sent before it
-hung, crashed or exited is kept.
+this runner and computed only what every student may see, the forward passes
+and the probes' random values; never a reference gradient, never a submission),
+reads its job (the source, which sizes) from a pipe, and receives each reference
+gradient only after it has answered for it and for every gradient before it in
+backward order; the grader counts the statements and the answers itself. All
+sizes go through the file together, so one exchange after each statement serves
+them all, and the process stays for the chained and float64 runs (`Session`).
+Whatever it sends comes back through the one validating reader of `grader.wire`;
+nothing it writes is ever unpickled or executed. It has a wall-clock limit;
+whatever it sent before it hung, crashed or exited is kept.
 """
 
 from __future__ import annotations
@@ -543,8 +546,9 @@ def _compile_statements(the_plan: Plan, filename: str) -> dict[int, tuple]:
 def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
     """The body of a student process: read the job from the grader, then run it.
 
-    `execute`: runs of a file, each against one reference, one after the other in this process
-    (see `run_submissions`); `train`: a training run on the student's gradients (`grader.training`)."""
+    `execute`: runs of a file, each against one reference, going through the file together, then
+    as many more jobs of runs as the grader sends (see `Session`); `train`: a training run on the
+    student's gradients (`grader.training`)."""
     messages = Reader(read_fd, None, limit=None).messages()
     job_read = read_job(messages)
     if job_read is None:
