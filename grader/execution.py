@@ -50,8 +50,8 @@ from grader.network import Config, Public, Reference, public, reference
 from grader.policy import Forbidden, Guard, Violation, compile_student
 from grader.sandbox import drop_privileges, limit_resources
 from grader.wire import (
-    DTYPES, Malformed, Reader, check_frame, decode_tensor, encode_value, frame, max_elements, pack_tensors, send,
-    send_by, send_bytes, unpack_tensors,
+    DTYPES, Malformed, Reader, check_frame, decode_tensor, dtype_name, encode_value, frame, max_elements,
+    pack_tensors, send, send_by, send_bytes, unpack_tensors,
 )
 
 DEFAULT_TIMEOUT = 5.0
@@ -429,7 +429,7 @@ class _RunState:
         crashed = None
         if code is not None:
             mark = len(guard.violations)
-            torch.set_grad_enabled(False)
+            guard.autograd_off(statement.line)
             try:
                 exec(code, namespace)
             except (SystemExit, KeyboardInterrupt) as exc:
@@ -442,9 +442,7 @@ class _RunState:
                 pass  # recorded by the guard
             except BaseException as exc:  # noqa: BLE001 - student code may raise anything
                 crashed = exc
-            if torch.is_grad_enabled():  # however it was done, autograd was switched back on
-                torch.set_grad_enabled(False)
-                guard.violations.append(Violation("autograd", statement.line, "enable_grad"))
+            guard.autograd_off(statement.line)
             found += guard.violations[mark:]
         self._judge_policy(statement, found, crashed)
         for ref, version, name in self.handed_out:
@@ -661,17 +659,6 @@ def _incident(what: str) -> None:
     _thread.incidents.append(what)
 
 
-def run_submission(
-    *, source: str, filename: str, exercise, config: Config, dtype: torch.dtype = torch.float32,
-    step: int | None = None, timeout: float = DEFAULT_TIMEOUT, options: Options | None = None,
-    reference: Reference | None = None,
-) -> Run:
-    """Execute a student's source against the reference of one configuration and collect an
-    `Answer` per target. A `SyntaxError` is raised for source that does not parse."""
-    spec = RunSpec(config, dtype, step, options or Options(), reference)
-    return run_submissions(source=source, filename=filename, exercise=exercise, specs=[spec], timeout=timeout)[0]
-
-
 @dataclass
 class RunSpec:
     """One run of a file: the reference it is judged against, and how it runs."""
@@ -705,17 +692,18 @@ def release_points(the_plan: Plan, targets: tuple[str, ...]) -> dict[str, int]:
     return points
 
 
-def _job(exercise, source: str, filename: str, specs: list[RunSpec], the_plan: Plan, allowed: tuple[str, ...]):
+def _job(exercise, source: str, filename: str, specs: list[RunSpec], allowed: tuple[str, ...],
+         sizes: dict[str, int]):
     """The execute job's arguments, the tensors that go with them, and the configurations whose
     forward pass the worker computes once and shares with every student process (`network.public`):
-    for those, no tensor is sent. A state along exercise 4's training trajectory is sent whole (the
+    for those, no tensor is sent. `sizes`: each target's element count, which bounds its answer. A state along exercise 4's training trajectory is sent whole (the
     worker could only compute it with gradients)."""
     runs, tensors, shared = [], [], []
     for number, spec in enumerate(specs):
         ref = spec.reference()
         run = dict(given=list(exercise.given), options=dataclasses.asdict(spec.options), public=None)
         if spec.step is None:
-            run["public"] = [spec.config.to_dict(), DTYPE_NAMES[spec.dtype]]
+            run["public"] = [spec.config.to_dict(), dtype_name(spec.dtype)]
             shared.append(run["public"])
         else:
             scope = {n: t for n, t in ref.tensors.items() if exercise.scope is None or n in exercise.scope}
@@ -723,14 +711,10 @@ def _job(exercise, source: str, filename: str, specs: list[RunSpec], the_plan: P
             run.update(tensors=sorted(scope), sizes=dict(ref.sizes))
         tensors += [(number, "given", name, None, ref.gradients[name[1:]]) for name in exercise.given]
         runs.append(run)
-    first = specs[0].reference()
-    bounds = {t: max_elements(first.gradients[exercise.tensor_of(t)].numel()) for t in exercise.targets}
+    bounds = {t: max_elements(n) for t, n in sizes.items()}
     args = dict(exercise=exercise.id, source=source, filename=filename, runs=runs, allowed=list(allowed),
                 bounds=bounds)
     return args, tensors, shared
-
-
-DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
 
 
 def shared_public(exercise_id: str | None, shared) -> None:
@@ -777,6 +761,9 @@ class Session:
         self.source, self.filename, self.exercise, self.timeout = source, filename, exercise, timeout
         self.allowed = exercise.allowed if allowed is None else allowed
         self.plan = plan(source, filename, exercise.targets)
+        self.points = release_points(self.plan, exercise.targets)
+        first = first_public(exercise)
+        self.sizes = {t: math.prod(first.shapes[exercise.tensor_of(t)]) for t in exercise.targets}
         self.executor = current_executor()
         self.process = None  # (handle, read_fd, write_fd, messages, reader)
         self.runs: list[Run] = []  # those of the current process, for what its exit says
@@ -791,17 +778,12 @@ class Session:
         handle, read_fd, write_fd = self.executor.spawn("execute", self.timeout * self.RUNS, (self.exercise.id, shared))
         os.set_blocking(write_fd, False)
         reader = Reader(read_fd, time.monotonic() + self.timeout)
-        expected = {t: n for t, n in self._sizes().items()}
-        self.process = (handle, read_fd, write_fd, reader.messages(lambda h: check_frame(h, expected)), reader)
+        self.process = (handle, read_fd, write_fd, reader.messages(lambda h: check_frame(h, self.sizes)), reader)
         self.runs = []
-
-    def _sizes(self) -> dict[str, int]:
-        first = first_public(self.exercise)
-        return {t: math.prod(first.shapes[self.exercise.tensor_of(t)]) for t in self.exercise.targets}
 
     def run(self, specs: list[RunSpec]) -> list[Run]:
         runs = [_new_run(self.plan) for _ in specs]
-        args, tensors, shared = _job(self.exercise, self.source, self.filename, specs, self.plan, self.allowed)
+        args, tensors, shared = _job(self.exercise, self.source, self.filename, specs, self.allowed, self.sizes)
         if self.process is None:
             # The worker computes, once, every forward pass this file's grading may need.
             shared = [*shared, *self._later_shared()]
@@ -814,8 +796,7 @@ class Session:
                 return runs
         _, _, write_fd, messages, reader = self.process
         reader.deadline = time.monotonic() + self.timeout
-        points = release_points(self.plan, self.exercise.targets)
-        dues = [_Due(spec.reference(), self.exercise, self.plan, points, spec.options.inject) for spec in specs]
+        dues = [_Due(spec.reference(), self.exercise, self.plan, self.points, spec.options.inject) for spec in specs]
         try:
             send_job(write_fd, args, tensors, reader.deadline)
         except (TimeoutError, BrokenPipeError):
@@ -936,9 +917,8 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
                          for name, tensor in due.after(header["index"])]
                 reply, data = pack_tensors(items)
                 send_by(write_fd, reply, data, reader.deadline)
-                following = header["index"] + 1  # the statement it runs now, should it hang
-                if following < len(the_plan.statements):
-                    current_line = the_plan.statements[following].line
+                if statement < len(the_plan.statements):  # the one it runs now, should it hang
+                    current_line = the_plan.statements[statement].line
                 continue
             if "run" not in header:
                 if kind == "stop":  # the process as a whole: it could not start, or the runner failed

@@ -101,21 +101,11 @@ def _results(submission: Path, timeout: float, settings: Settings) -> dict:
 
 
 def write_results(results: dict, path: Path = RESULTS) -> None:
-    """Write results.json whole or not at all: a temporary file, then a rename."""
-    import os
-    import tempfile
+    """Write results.json whole or not at all (`batch.write_atomically`)."""
+    from grader.batch import write_atomically
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(json.dumps(results, indent=2))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(results, indent=2))
 
 
 SETUP_SH = """#!/usr/bin/env bash

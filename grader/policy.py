@@ -28,6 +28,7 @@ import sys
 import types
 from dataclasses import dataclass
 
+import numpy
 from RestrictedPython import compile_restricted_exec
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 from RestrictedPython.transformer import RestrictingNodeTransformer
@@ -103,7 +104,7 @@ def _allowlists() -> tuple[frozenset[str], dict[str, frozenset[str]]]:
 
 
 TENSOR_ATTRIBUTES, MODULE_ATTRIBUTES = _allowlists()
-IMPORTABLE = {"torch", "torch.nn", "torch.nn.functional", "torch.linalg", "torch.special", "torch.fft", "math"}
+IMPORTABLE = frozenset(MODULE_ATTRIBUTES)  # a student may import what it may read from
 
 _NUMBER = frozenset({"real", "imag", "conjugate", "is_integer", "bit_length", "as_integer_ratio", "hex"})
 _SEQUENCE = frozenset({"index", "count"})
@@ -131,13 +132,8 @@ TYPE_ATTRIBUTES: dict[type, frozenset[str]] = {
     torch.iinfo: frozenset({"max", "min", "bits", "dtype"}),
     torch.Generator: frozenset({"manual_seed", "seed", "initial_seed"}),
 }
-try:
-    import numpy
-
-    TYPE_ATTRIBUTES[numpy.ndarray] = _NUMPY
-    TYPE_ATTRIBUTES[numpy.generic] = _NUMPY
-except ImportError:  # pragma: no cover - numpy is a dependency
-    numpy = None
+TYPE_ATTRIBUTES[numpy.ndarray] = _NUMPY
+TYPE_ATTRIBUTES[numpy.generic] = _NUMPY
 
 SAFE_BUILTINS = (
     "abs", "all", "any", "bool", "callable", "chr", "complex", "dict", "divmod", "enumerate", "filter", "float",
@@ -149,6 +145,11 @@ SAFE_BUILTINS = (
     "TypeError", "ValueError", "ZeroDivisionError", "SystemExit", "BaseException", "OSError", "PermissionError",
     "FileNotFoundError", "MemoryError", "RecursionError",
 )
+# Builtins a student might reach for, refused with a message rather than a NameError.
+REFUSED_BUILTINS = ("open", "eval", "exec", "compile", "globals", "locals", "vars", "dir", "setattr", "delattr",
+                    "input", "breakpoint", "memoryview", "help", "super", "object", "property", "classmethod",
+                    "staticmethod", "id", "bytearray", "bytes")
+
 # Modules put in student code's scope, every public name of them allowed, as if the code had
 # escaped the guard: only the attack suite sets this (workers started while it is set run their
 # student code so), to show that the layers under the guard hold on their own.
@@ -162,10 +163,6 @@ def escape(modules: tuple[str, ...]) -> None:
     for name in modules:
         module = __import__(name)
         MODULE_ATTRIBUTES[name] = frozenset(n for n in dir(module) if not n.startswith("_"))
-# Builtins a student might reach for, refused with a message rather than a NameError.
-REFUSED_BUILTINS = ("open", "eval", "exec", "compile", "globals", "locals", "vars", "dir", "setattr", "delattr",
-                    "input", "breakpoint", "memoryview", "help", "super", "object", "property", "classmethod",
-                    "staticmethod", "id", "bytearray", "bytes")
 
 
 class Forbidden(BaseException):
@@ -379,6 +376,13 @@ class Guard:
         if issubclass(kind, type):
             self.refuse("type of a class")
         return kind
+
+    def autograd_off(self, line: int | None) -> None:
+        """Switch autograd off (before and after each run of student code); finding it on means the
+        code switched it back on, however it did: that is refused like `enable_grad`."""
+        if torch.is_grad_enabled():
+            torch.set_grad_enabled(False)
+            self.violations.append(Violation("autograd", line, "enable_grad"))
 
     def inplace(self, op, x, y):
         return _INPLACE[op](x, y)

@@ -116,7 +116,7 @@ def _recv_json(sock: socket.socket, with_fds: bool = False):
     return json.loads(_recv_exact(sock, length))
 
 
-def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = ()) -> None:
+def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = (), first_uid: int = 0) -> None:
     """A worker's loop: fork a student process per request and pass its two pipes back; reap on
     request. The worker never reads a job: the student process reads its own from the grader, so
     nothing of one submission is ever in the memory the next one is forked from."""
@@ -144,7 +144,6 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = ()) -> None:
     sock = socket.socket(fileno=fd)
     base = tempfile.mkdtemp(prefix="grade-")
     live: dict[int, tuple[str, int | None]] = {}  # pid -> (working directory, uid)
-    first_uid = int(os.environ.get("GRADER_UID_BASE", "0"))
     while True:
         try:
             request = _recv_json(sock)
@@ -185,16 +184,6 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = ()) -> None:
             _send_json(sock, {"t": "reaped", **info})
 
 
-def _kill_owned_by(uids) -> None:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid in uids:
-                    os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
-
-
 def warm_lazy_imports() -> None:
     """Import now what torch and numpy import on first use (printing a tensor, numpy's reductions):
     a student process may not read the files (run as another user) nor import through the guard."""
@@ -211,7 +200,13 @@ def warm_lazy_imports() -> None:
 
 def kill_user(uid: int) -> None:
     """SIGKILL every process of one student user: nothing it started outlives its grading."""
-    _kill_owned_by((uid,))
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 # --- the grader side ---
@@ -254,14 +249,14 @@ def _bwrap_options() -> list[str]:
             options += ["--symlink", os.readlink(link), link]
             made.add(link)
     for path in paths:
-        # Parents bwrap would otherwise create root-only: `nobody` must be able to walk through them.
+        # Parents bwrap would otherwise create root-only: student users must be able to walk through them.
         for parent in reversed(Path(path).parents):
             if str(parent) != "/" and str(parent) not in made and str(parent) not in paths:
                 made.add(str(parent))
                 options += ["--perms", "0755", "--dir", str(parent)]
         options += ["--ro-bind", path, path]
     if os.getuid() == 0:
-        # As root, keep only what the worker needs to make each student process `nobody` and to end it.
+        # As root, keep only what the worker needs to make each student process a user of its own and end it.
         privileges = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_KILL"]
     else:
         privileges = ["--unshare-user", "--cap-drop", "ALL"]
@@ -270,7 +265,6 @@ def _bwrap_options() -> list[str]:
         "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--new-session", "--clearenv", "--setenv", "HOME", "/sandbox",
         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "OPENBLAS_NUM_THREADS", "1",
-        "--setenv", "GRADER_SANDBOX", "bwrap",
     ]
 
 
@@ -310,20 +304,17 @@ class Worker:
                 try:
                     ours.close()
                     os.setsid()
-                    os.environ["GRADER_UID_BASE"] = str(self.uid_base)
-                    serve(theirs.fileno(), self.slots, self.escape)
+                    serve(theirs.fileno(), self.slots, self.escape, self.uid_base)
                 finally:
                     os._exit(0)
             self.pid = pid
         else:
-            code = f"from grader.sandbox import serve; serve({theirs.fileno()}, {self.slots}, {self.escape!r})"
+            code = (f"from grader.sandbox import serve; "
+                    f"serve({theirs.fileno()}, {self.slots}, {self.escape!r}, {self.uid_base})")
             command = [sys.executable, "-c", code]
             if self.bwrap:
                 command = [self.bwrap, *_bwrap_options(), *command]
-            env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                   "GRADER_UID_BASE": str(self.uid_base)}
-            if self.bwrap:
-                command[1:1] = ["--setenv", "GRADER_UID_BASE", str(self.uid_base)]
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
             self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                             start_new_session=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from grader.execution import WorkerDied, _student_error, current_executor, send_job
+from grader.execution import WorkerDied, _student_error, current_executor, parse, send_job
 from grader.policy import Forbidden, Guard, compile_student
 from grader.wire import Malformed, Reader, check_frame, decode_tensor, encode_value, send
 from grader.network import (
@@ -112,13 +112,11 @@ class StudentRun:
 def train_body(write_fd, output, *, source, filename, config, steps, targets, send_params, report_every,
                allowed=()):
     """The body of the student process of a training run (`config` as `Config.to_dict()`)."""
-    import ast
-
     config = Config.from_dict(config)
     data = training_data(config)
     params, g = initial_state(config)
     guard = Guard(filename, tuple(allowed))
-    code, refused = compile_student(ast.parse(source, filename), filename)
+    code, refused = compile_student(parse(source, filename), filename)
     if refused is not None:
         send(write_fd, {"t": "stop", "message": f"step 0: {refused.hint()}"})
         return
@@ -133,7 +131,7 @@ def train_body(write_fd, output, *, source, filename, config, steps, targets, se
         for name, tensor in {**params, **out}.items():
             namespace[name] = tensor.clone()
         namespace.update(Xb=Xb.clone(), Yb=Yb.clone())
-        torch.set_grad_enabled(False)
+        guard.autograd_off(None)
         try:
             exec(code, namespace)
         except Forbidden:
@@ -142,10 +140,7 @@ def train_body(write_fd, output, *, source, filename, config, steps, targets, se
             line, message = _student_error(exc, filename, 0)
             send(write_fd, {"t": "stop", "message": f"step {step}, line {line}: {message}"})
             return
-        if torch.is_grad_enabled():  # however it was done, autograd was switched back on
-            send(write_fd, {"t": "stop", "message": f"step {step}: `enable_grad` is not allowed here: "
-                                                    f"write the gradient by hand, without autograd"})
-            return
+        guard.autograd_off(None)
         if guard.violations:
             send(write_fd, {"t": "stop", "message": f"step {step}: {guard.violations[0].hint()}"})
             return

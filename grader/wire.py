@@ -30,8 +30,14 @@ MAX_DIMS = 8
 SIZE_FACTOR = 64  # an answer may hold this many times the elements of its tensor (a sum left out: n times)
 SIZE_SLACK = 1 << 16  # and this many more
 
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A dtype as the wire names it: "float32"."""
+    return str(dtype).removeprefix("torch.")
+
+
 DTYPES = {
-    str(dtype).removeprefix("torch."): dtype
+    dtype_name(dtype): dtype
     for dtype in (
         torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128,
         torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool,
@@ -98,7 +104,7 @@ def encode_value(value: object, bound: int | None = None) -> tuple[dict, bytes]:
         if tensor.dtype not in DTYPES.values():
             return {"kind": "other", "description": f"a tensor of dtype {tensor.dtype}"}, b""
         return (
-            {"kind": "tensor", "dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)},
+            {"kind": "tensor", "dtype": dtype_name(tensor.dtype), "shape": list(tensor.shape)},
             tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"",
         )
     kind = type(value)
@@ -139,14 +145,12 @@ def _numel(shape) -> int:
     return math.prod(shape)
 
 
-def decode_tensor(header: dict, payload: bytes, max_numel: int | None = None) -> torch.Tensor:
+def decode_tensor(header: dict, payload: bytes) -> torch.Tensor:
     """Rebuild a tensor from the child's header and bytes, checking every field."""
     dtype = DTYPES.get(header.get("dtype")) if isinstance(header.get("dtype"), str) else None
     if dtype is None:
         raise Malformed("a tensor of an unknown dtype")
     numel = _numel(header.get("shape"))
-    if max_numel is not None and numel > max_numel:
-        raise Malformed("a tensor far larger than the one it answers")
     if numel * torch.empty((), dtype=dtype).element_size() != len(payload):
         raise Malformed("a tensor's size does not match its data")
     if not payload:
