@@ -696,8 +696,9 @@ def _job(exercise, source: str, filename: str, specs: list[RunSpec], allowed: tu
          sizes: dict[str, int]):
     """The execute job's arguments, the tensors that go with them, and the configurations whose
     forward pass the worker computes once and shares with every student process (`network.public`):
-    for those, no tensor is sent. `sizes`: each target's element count, which bounds its answer. A state along exercise 4's training trajectory is sent whole (the
-    worker could only compute it with gradients)."""
+    for those, no tensor is sent. A state along exercise 4's training trajectory is sent whole (the
+    worker could only compute it with gradients). `sizes`: each target's element count, which
+    bounds its answer."""
     runs, tensors, shared = [], [], []
     for number, spec in enumerate(specs):
         ref = spec.reference()
