@@ -754,3 +754,11 @@ def test_a_refused_construct_is_named_in_words_and_a_loop_temporary_is_not_taint
     result = grade_text(source)
     assert failing(result) == []  # neither refused line assigns a gradient; the loop's ix is its own
     assert any("augmented assignment of attributes is not allowed here" in n for n in result.notes), result.notes
+
+
+def test_code_that_switches_autograd_back_on_fails_that_line(escaped):
+    # Past the guard, `torch.set_grad_enabled` is reachable: the line that calls it still fails.
+    cheat = "dh = (torch.set_grad_enabled(True), dlogits @ W2.T)[1]"
+    result = grade_text(replace_line(SOLUTION, "dh =", cheat))
+    assert failing(result) == ["dh"] and by_name(result)["dh"].policy == "autograd"
+    assert "`enable_grad` is not allowed here" in by_name(result)["dh"].hint
