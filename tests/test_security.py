@@ -272,6 +272,12 @@ def test_a_forged_next_gets_no_reference_early(escaped):
     assert result.passing == 0
 
 
+def test_a_statement_said_done_out_of_order_is_malformed(escaped):
+    forged = frame({"t": "next", "index": -1})  # statement -1 again, in the middle of the file
+    result = grade_text(replace_line(SOLUTION, "dprobs =", forged + "\ndprobs = (1.0 / probs) * dlogprobs"))
+    assert result.error and "malformed data" in result.error
+
+
 def test_a_second_answer_for_a_gradient_is_malformed(escaped):
     forged = frame({"t": "answer", "name": "dlogprobs", "line": 1, "kind": "other", "description": "x", "run": 0})
     result = grade_text(replace_line(SOLUTION, "dprobs =", forged + "\ndprobs = (1.0 / probs) * dlogprobs"))
