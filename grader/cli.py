@@ -51,7 +51,9 @@ def cli():
 @cli.command(name="files")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per file; a list for several).")
-@click.option("--exercise", metavar="ID", help="The exercise the files answer (default: from the file name).")
+@click.option("--exercise", metavar="ID",
+              help="Grade only this exercise (default: a file's, from its name or its gradients; every "
+                   "exercise a notebook answers).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
               help="Seconds the student's code may run (all sizes of a file together).")
 @click.option("--dir", "directory", type=click.Path(), default="exercises", show_default=True,
@@ -72,7 +74,7 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
     from grader.execution import LOCAL
 
     LOCAL.start()  # now, while this process has computed nothing: the clean worker is a fork of it
-    from grader.grading import grade_file
+    from grader.grading import grade_path
     from grader.reports import json_report, text_report, use_color
 
     from grader.compare import Settings, load_settings
@@ -105,7 +107,7 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
     results, problems = [], 0
     for path in paths:
         try:
-            results.append(grade_file(path=path, exercise=exercise, timeout=timeout, settings=settings, names=names))
+            results.extend(grade_path(path=path, exercise=exercise, timeout=timeout, settings=settings, names=names))
         except (SubmissionError, DataError) as exc:
             problems += 1
             click.echo(f"Error: {exc}.", err=True)

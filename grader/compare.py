@@ -127,6 +127,7 @@ class FileResult:
     output: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
     training: object | None = None  # exercise 4: a `training.TrainingComparison`, worth one target's points
+    names: str | None = None  # a suggested --names mapping (old=new,...) when names look renamed
 
     @property
     def passing(self) -> int:
@@ -160,6 +161,7 @@ class FileResult:
             "output": self.output,
             "notes": list(self.notes),
             "training": self.training.to_dict() if self.training is not None else None,
+            "names": self.names,
         }
 
 

@@ -133,12 +133,16 @@ BY_ID = {exercise.id: exercise for exercise in EXERCISES}
 
 
 def recognise(filename: str, assigned: set[str]) -> Exercise | None:
-    """The exercise a file answers: from its name (`ex1_...`, `..._ex1_backprop_all.py`),
-    else from the gradient names it assigns (the exercise whose targets it covers best)."""
+    """The exercise a file answers: from its name (`ex1_...`, `..._ex1_backprop_all.py`), else from
+    the gradient names it assigns: exercise 1 when it assigns names only exercise 1 has (`dprobs`,
+    `dbnvar`, ...), even with one renamed; else the exercise whose targets it covers best."""
     stem = Path(filename).stem.lower()
     for exercise in EXERCISES:
         if exercise.slug in stem or re.match(rf"{exercise.id}(\b|_|$)", stem):
             return exercise
+    others = {t for exercise in EXERCISES if exercise is not EX1 for t in (*exercise.targets, *(exercise.blanks or ()))}
+    if len(assigned & (set(EX1.targets) - others)) >= 2:
+        return EX1
     best, best_key = None, (0.0, 0)
     for exercise in EXERCISES:
         overlap = len(assigned & set(exercise.targets))

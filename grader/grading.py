@@ -5,7 +5,7 @@ This is the keyword-only API that the CLI, the tests and notebooks call.
 
 from __future__ import annotations
 
-import difflib
+import ast
 import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,15 +45,24 @@ def detect_exercise(*, source: str, filename: str) -> Exercise | None:
     return recognise(filename, assigned_in(source))
 
 
-def suggest_names(assigned: set[str], targets: tuple[str, ...]) -> dict[str, str]:
-    """A guess at the mapping from a student's own gradient names to the lecture's: `d_logprobs` -> `dlogprobs`."""
-    guesses = {}
-    for name in sorted(assigned - set(targets)):
-        squeezed = name.replace("_", "").lower()
-        match = difflib.get_close_matches(squeezed, targets, n=1, cutoff=0.75)
-        if match and (name.startswith("d") or "grad" in name) and match[0] not in guesses.values():
-            guesses[name] = match[0]
-    return guesses
+def lecture_names() -> set[str]:
+    """Every name the lecture gives a meaning: gradients, forward tensors, parameters, the batch, sizes."""
+    from grader.names import _lecture_statements
+    from grader.network import PARAMETER_NAMES
+
+    names = {t for e in EXERCISES for t in (*e.targets, *(e.blanks or ()))} | set(PARAMETER_NAMES)
+    names |= {"n", "batch_size", "vocab_size", "block_size", "n_embd", "n_hidden", "Xb", "Yb", "loss"}
+    return names | {n for node in _lecture_statements() for n in assigned_names(node)}
+
+
+def suggest_names(assigned: set[str], targets: tuple[str, ...], statements=(), reads: set[str] = frozenset()
+                  ) -> dict[str, str]:
+    """A guess at the mapping from a student's own names to the lecture's: `d_logprobs` -> `dlogprobs`,
+    `yb` -> `Yb` (see `grader.names`)."""
+    from grader.names import suggest
+
+    return suggest(assigned=set(assigned), statements=list(statements), wanted=targets,
+                   lecture_names=lecture_names(), reads=set(reads))
 
 
 def _file_error(exercise: Exercise, ref: Reference, filename: str, message: str) -> FileResult:
@@ -228,6 +237,8 @@ class Loaded:
     exercise: Exercise
     origin: dict[int, tuple[int, int]] | None = None
     assigned: frozenset[str] = frozenset()  # every name the whole file assigns, for --names suggestions
+    notes: tuple[str, ...] = ()  # what the reader noticed: cells that do not parse
+    statements: tuple = ()  # every statement of the file, to align its forward pass with the lecture's
 
 
 def scope_names(exercise: Exercise) -> set[str]:
@@ -237,50 +248,93 @@ def scope_names(exercise: Exercise) -> set[str]:
     return tensors | set(ref.sizes) | set(exercise.given)
 
 
-def load_submission(*, path: str | Path, exercise: str | None = None, names: dict[str, str] | None = None) -> Loaded:
-    """Read a `.py` or `.ipynb` file and find its exercise. Raises `SubmissionError` (one sentence)."""
-    path = str(path)
+def _check_path(path: str) -> None:
     if Path(path).is_dir():
         raise SubmissionError(f"{path} is a directory, not a Python file or notebook")
     if Path(path).suffix not in (".py", ".ipynb"):
         raise SubmissionError(f"{path} is not a Python file or a notebook (expected .py or .ipynb)")
+
+
+def load_submissions(*, path: str | Path, exercise: str | None = None, names: dict[str, str] | None = None
+                     ) -> list[Loaded]:
+    """Read a `.py` or `.ipynb` file: one `Loaded` per exercise it answers (a notebook may answer
+    several; `exercise` picks one). Raises `SubmissionError` (one sentence)."""
+    path = str(path)
+    _check_path(path)
     text = read_source(path)
     if Path(path).suffix == ".py":
-        return Loaded(text, resolve_exercise(source=text, path=path, exercise=exercise),
-                      assigned=frozenset(assigned_in(text)))
-    from grader.notebooks import notebook_source  # nbformat: only for notebooks
+        try:
+            statements = tuple(parse(text, path).body)
+        except SyntaxError:
+            statements = ()
+        return [Loaded(text, resolve_exercise(source=text, path=path, exercise=exercise),
+                       assigned=frozenset(assigned_in(text)), statements=statements)]
+    from grader.notebooks import all_assigned, exercise_sources, notebook_cells, read_notebook, tagged_source
 
-    everything = notebook_source(path, text, names=names)
-    assigned = frozenset(assigned_in(everything.source))
-    try:
-        chosen = resolve_exercise(source=everything.source, path=path, exercise=exercise)
-    except SubmissionError:
-        chosen = None
-    if not everything.tagged and chosen is not None:
-        found = notebook_source(path, text, targets=chosen.targets, scope=scope_names(chosen), names=names)
-    else:
-        found = everything
-    if chosen is None or (not found.tagged and not plan(found.source, path, chosen.targets).final):
-        targets = chosen.targets if chosen else tuple(t for e in BY_ID.values() for t in e.targets)
-        guess = suggest_names(set(assigned), targets)
-        hint = (f"; it assigns {', '.join(guess)}: try --names "
-                + ",".join(f"{old}={new}" for old, new in guess.items())) if guess else ""
+    notebook = read_notebook(path, text)
+    tagged = tagged_source(notebook)
+    cells = notebook_cells(notebook, names)
+    statements = tuple(node for cell in cells if cell.tree is not None for node in cell.tree.body)
+    assigned = frozenset(all_assigned(cells))
+    notes = tuple(cell.problem for cell in cells if cell.problem)
+    if tagged is not None:
+        chosen = resolve_exercise(source=tagged.source, path=path, exercise=exercise)
+        return [Loaded(tagged.source, chosen, tagged.origin, frozenset(assigned_in(tagged.source)), notes,
+                       statements)]
+    if exercise is not None and exercise not in BY_ID:
+        raise SubmissionError(f"there is no exercise {exercise!r}; choose one of {', '.join(BY_ID)}")
+    found = exercise_sources(cells, BY_ID, scope_names)
+    if exercise is not None:
+        found = [source for source in found if source.exercise == exercise]
+        if not found:
+            raise SubmissionError(f"{path} has no {BY_ID[exercise].title.split(':')[0].lower()} in it: "
+                                  f"{_what_each_exercise_looks_like(exercise)}")
+    if not found:
+        targets = tuple(dict.fromkeys(t for e in EXERCISES for t in e.targets))
+        guess = suggest_names(set(assigned), targets, statements)
+        hint = f"; if those are your names for them, try --names {_mapping(guess)}" if guess else ""
         raise SubmissionError(f"{path} assigns none of the lecture's gradient names (dlogprobs, ..., dC){hint}")
-    return Loaded(found.source, chosen, found.origin, assigned)
+    return [Loaded(source.source, BY_ID[source.exercise], source.origin, assigned, notes, statements)
+            for source in found]
+
+
+def _what_each_exercise_looks_like(exercise: str) -> str:
+    return {
+        "ex1": "its gradients are assigned one per statement (dlogprobs, ..., dC)",
+        "ex2": "it is a `dlogits = ...` from `logits`, in a cell of its own, after exercise 1",
+        "ex3": "it is a `dhprebn = ...` from `dhpreact`, in a cell of its own, after exercise 1",
+        "ex4": "it is the backward pass inside a training loop (for ...: ... dW1 = ...)",
+    }[exercise]
+
+
+def _mapping(mapping: dict[str, str]) -> str:
+    return ",".join(f"{old}={new}" for old, new in mapping.items())
+
+
+def load_submission(*, path: str | Path, exercise: str | None = None, names: dict[str, str] | None = None) -> Loaded:
+    """The one exercise a file answers (the first, for a notebook that answers several).
+    Raises `SubmissionError` (one sentence)."""
+    return load_submissions(path=path, exercise=exercise, names=names)[0]
+
+
+def cell_where(origin: dict[int, tuple[int, int]], line: int) -> tuple[int | None, int]:
+    return origin.get(line, (None, line))
 
 
 def _in_cells(result: FileResult, origin: dict[int, tuple[int, int]]) -> FileResult:
-    """Line numbers of the assembled source, back in the notebook's cells."""
+    """Line numbers of the assembled source, back in the notebook's cells, everywhere a person reads one."""
     import re
 
-    def where(line):
-        return origin.get(line, (None, line))
-
     def notes(text):
-        return re.sub(r"\bline (\d+)", lambda m: "cell {}, line {}".format(*where(int(m.group(1)))), text)
+        def one(match):
+            cell, line = cell_where(origin, int(match.group(2)))
+            return f"{match.group(1)}cell {cell}, line {line}" if cell is not None else match.group(0)
 
-    results = tuple(replace(r, cell=where(r.line)[0], line=where(r.line)[1],
-                            hint=notes(r.hint) if r.hint and r.policy else r.hint) if r.line else r
+        return re.sub(r"(\(?)\bline (\d+)", one, text)
+
+    results = tuple(replace(r, cell=cell_where(origin, r.line)[0], line=cell_where(origin, r.line)[1],
+                            hint=notes(r.hint) if r.hint else r.hint) if r.line else
+                    replace(r, hint=notes(r.hint) if r.hint else r.hint)
                     for r in result.results)
     return replace(result, results=results, notes=tuple(notes(n) for n in result.notes),
                    error=notes(result.error) if result.error else None)
@@ -288,27 +342,47 @@ def _in_cells(result: FileResult, origin: dict[int, tuple[int, int]]) -> FileRes
 
 def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                settings: Settings = Settings(), names: dict[str, str] | None = None) -> FileResult:
-    """Grade one `.py` or `.ipynb` file. Raises `SubmissionError` (one sentence) when it cannot be graded."""
-    loaded = load_submission(path=path, exercise=exercise, names=names)
-    return grade_loaded(loaded, filename=str(path), timeout=timeout, settings=settings)
+    """Grade one `.py` or `.ipynb` file's exercise (the first, for a notebook that answers several).
+    Raises `SubmissionError` (one sentence) when it cannot be graded."""
+    return grade_path(path=path, exercise=exercise, timeout=timeout, settings=settings, names=names)[0]
+
+
+def grade_path(*, path: str | Path, exercise: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+               settings: Settings = Settings(), names: dict[str, str] | None = None) -> list[FileResult]:
+    """Grade every exercise a `.py` or `.ipynb` file answers (`exercise`: only that one), one result each."""
+    return [grade_loaded(loaded, filename=str(path), timeout=timeout, settings=settings)
+            for loaded in load_submissions(path=path, exercise=exercise, names=names)]
 
 
 def grade_loaded(loaded: Loaded, *, filename: str, timeout: float, settings: Settings) -> FileResult:
     """Grade what `load_submission` read, and report it against the file as the student sees it."""
     result = grade_source(source=loaded.source, filename=filename, exercise=loaded.exercise,
                           timeout=timeout, settings=settings)
-    result = _suggest_for_missing(result, loaded.assigned)
+    result = _suggest_for_missing(result, loaded)
+    if loaded.notes:
+        result = replace(result, notes=loaded.notes + result.notes)
     return _in_cells(result, loaded.origin) if loaded.origin is not None else result
 
 
-def _suggest_for_missing(result: FileResult, assigned: frozenset[str]) -> FileResult:
-    """A gradient never assigned, in a file that assigns a name much like it: suggest --names."""
+def _suggest_for_missing(result: FileResult, loaded: Loaded) -> FileResult:
+    """A gradient never assigned, or a name never defined, in a file that has names much like the
+    lecture's: suggest the --names mapping, on the row and ready to paste for the whole file."""
+    import re
+
     missing = tuple(r.name for r in result.results if r.status is Status.MISSING)
-    if not missing:
+    undefined = {m.group(1) for r in result.results if r.status is Status.ERROR and r.hint
+                 for m in re.finditer(r"NameError: name '(\w+)' is not defined", r.hint)}
+    if not missing and not undefined:
         return result
-    guesses = suggest_names(set(assigned), missing)
+    try:
+        reads = {n.id for node in ast.parse(loaded.source).body for n in ast.walk(node) if isinstance(n, ast.Name)}
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        reads = set()
+    guesses = suggest_names(set(loaded.assigned), missing, loaded.statements, reads)
+    if not guesses:
+        return result
     by_target = {new: old for old, new in guesses.items()}
-    return replace(result, results=tuple(
+    return replace(result, names=_mapping(guesses), results=tuple(
         replace(r, hint=f"`{r.name}` is never assigned; is your `{by_target[r.name]}` it? "
                         f"Then grade with --names {by_target[r.name]}={r.name}")
         if r.name in by_target else r

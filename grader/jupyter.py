@@ -1,10 +1,12 @@
-"""Working in Jupyter: `setup()` puts an exercise's tensors in the notebook, `check()` grades in place.
+"""Working in Jupyter: `setup()` puts an exercise's tensors in the notebook, `check()` grades the
+cells you have run, `hint("dX")` explains one gradient.
 
-`check()` compares the notebook's own gradient variables with what they should be:
-after `setup("ex1")`, with the reference gradients; in a student's own lecture
-notebook, with the `.grad` of the notebook's own tensors (run the forward pass with
-`retain_grad()` and `loss.backward()` first), as the lecture's `cmp()` does, but
-with the shape gate and the hints. The result shows as an HTML table in Jupyter
+`check()` grades the source of the cells the kernel has run (IPython's input history,
+`In`), exactly as `grade` grades a saved notebook: the same exercise blocks, the same
+engine in a separate student process, line by line with every line fed the reference
+upstream gradient, the same statuses, hints and first step, and the same `cell N, line M`
+locations (a cell is numbered by its execution count, the `[N]` Jupyter shows beside it).
+A cell run twice counts as it was last run. The result shows as an HTML table in Jupyter
 and as the text table elsewhere.
 """
 
@@ -12,12 +14,8 @@ from __future__ import annotations
 
 import sys
 
-import torch
-import torch.nn.functional as F
-
-from grader.compare import FileResult, compare
-from grader.exercises import BY_ID, EX1, EXERCISES
-from grader.execution import Answer
+from grader.compare import FileResult
+from grader.exercises import BY_ID
 
 MARK = "__backprop_ninja__"
 
@@ -29,6 +27,9 @@ def _caller_namespace(depth: int = 2) -> dict:
 def setup(exercise: str = "ex1", namespace: dict | None = None) -> str:
     """Run the reference forward pass of an exercise and put its tensors, sizes, `torch` and `F`
     in the notebook (or `namespace`). Returns a one-line summary."""
+    import torch
+    import torch.nn.functional as F
+
     from grader.grading import first_reference
 
     if exercise not in BY_ID:
@@ -46,78 +47,129 @@ def setup(exercise: str = "ex1", namespace: dict | None = None) -> str:
 
 
 class CheckResult:
-    """What `check()` found: a `FileResult`, shown as HTML in Jupyter and as text elsewhere."""
+    """What `check()` found: one `FileResult` per exercise, shown as HTML in Jupyter and as text elsewhere."""
 
-    def __init__(self, result: FileResult, message: str | None = None):
-        self.result = result
+    def __init__(self, results: list[FileResult], message: str | None = None):
+        self.files = results
         self.message = message
 
     @property
     def results(self):
-        return self.result.results
+        """Every gradient's verdict, exercise after exercise."""
+        return [r for result in self.files for r in result.results]
 
     @property
     def passed(self) -> bool:
-        return self.result.passed and bool(self.result.results)
+        return bool(self.files) and all(result.passed for result in self.files)
+
+    def to_dict(self) -> list[dict]:
+        return [result.to_dict() for result in self.files]
 
     def __repr__(self) -> str:
         from grader.reports import text_report
 
-        return self.message if not self.result.results and self.message else text_report(self.result)
+        if not self.files:
+            return self.message or "check(): nothing to grade"
+        return "\n\n".join(text_report(result) for result in self.files)
 
     def _repr_html_(self) -> str:
+        from html import escape
+
         from grader.reports import html_report
 
-        return html_report(self.result, message=self.message)
+        if not self.files:
+            return f"<p>{escape(self.message or 'check(): nothing to grade')}</p>"
+        return "".join(html_report(result) for result in self.files)
 
 
-def check(namespace: dict | None = None, *, names: dict[str, str] | str | None = None) -> CheckResult:
-    """Grade the gradient variables of a notebook (or `namespace`) where they are.
+def history_cells(namespace: dict) -> list[tuple[int, str]] | None:
+    """(execution count, source) of every cell the kernel has run, from IPython's `In`; None outside IPython."""
+    history = namespace.get("In", namespace.get("_ih"))
+    if not isinstance(history, list):
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return None
+        shell = get_ipython()
+        history = getattr(getattr(shell, "history_manager", None), "input_hist_raw", None) if shell else None
+        if not isinstance(history, list):
+            return None
+    return [(count, source) for count, source in enumerate(history) if count and isinstance(source, str)
+            and source.strip()]
+
+
+def check(namespace: dict | None = None, *, names: dict[str, str] | str | None = None, exercise: str | None = None,
+          timeout: float | None = None) -> CheckResult:
+    """Grade the gradient cells this notebook has run, as `grade` grades the saved notebook.
 
     `names` maps the notebook's own names to the lecture's: {"d_log_probs": "dlogprobs"}
-    or "d_log_probs=dlogprobs,...".
+    or "d_log_probs=dlogprobs,..."; `exercise` grades only that one (after `setup("exN")`, that one).
     """
-    from grader.grading import first_reference, with_bank_hints
-    from grader.notebooks import parse_names
+    from grader.execution import DEFAULT_TIMEOUT, SubmissionError
+    from grader.grading import Loaded, grade_loaded, scope_names
+    from grader.notebooks import all_assigned, cells_of, exercise_sources, parse_names
 
     ns = namespace if namespace is not None else _caller_namespace()
     mapping = parse_names(names) if isinstance(names, str) else dict(names or {})
-    own = {new: old for old, new in mapping.items()}  # lecture name -> the notebook's name
-
-    if ns.get(MARK) in BY_ID:
-        exercise = BY_ID[ns[MARK]]
-        ref = first_reference(exercise)
-        expected = {t: ref.gradients[exercise.tensor_of(t)] for t in exercise.targets}
-        source = f"setup({exercise.id!r})"
-    else:
-        exercise = EX1
-        targets = dict.fromkeys(t for e in EXERCISES if e.kind == "lines" for t in e.targets)
-        expected = {}
-        for target in targets:
-            tensor = ns.get(target[1:])
-            if isinstance(tensor, torch.Tensor) and tensor.grad is not None:
-                expected[target] = tensor.grad.detach()
-        source = "this notebook's own tensors"
-        if not expected:
-            message = ("check(): no tensor here has a .grad: run the forward pass with retain_grad() on every "
-                       "intermediate and loss.backward() first, or call setup('ex1') to use the kit's forward pass")
-            return CheckResult(FileResult(file="notebook", exercise=None), message)
-
+    chosen = exercise or (ns.get(MARK) if ns.get(MARK) in BY_ID else None)
+    if chosen is not None and chosen not in BY_ID:
+        return CheckResult([], f"check(): there is no exercise {chosen!r}; choose one of {', '.join(BY_ID)}")
+    history = history_cells(ns)
+    if history is None:
+        return CheckResult([], "check() grades the cells you have run in Jupyter, Colab or IPython; "
+                               "in a terminal, save the notebook and run `grade NOTEBOOK`")
+    cells = cells_of(history, mapping)
+    sources = exercise_sources(cells, BY_ID, scope_names, forced=chosen)
+    if chosen is not None:
+        sources = [source for source in sources if source.exercise == chosen]
+    if not sources:
+        return CheckResult([], "check(): none of the cells you have run assigns a gradient of "
+                               + (f"{chosen} " if chosen else "the lecture (dlogprobs, ..., dC) ")
+                               + "yet: run your gradient cells, then check() again")
+    statements = tuple(node for cell in cells if cell.tree is not None for node in cell.tree.body)
+    notes = tuple(cell.problem for cell in cells if cell.problem)
     results = []
-    n = ns.get("n") if isinstance(ns.get("n"), int) else None
-    for target, grad in expected.items():
-        variable = own.get(target, target)
-        if variable not in ns:
-            answer = Answer(name=target, kind="missing")
-        elif isinstance(ns[variable], torch.Tensor):
-            answer = Answer(name=target, value=ns[variable].detach())
-        else:
-            value = ns[variable]
-            kind = "None" if value is None else f"a {type(value).__name__}"
-            answer = Answer(name=target, kind="other", description=kind)
-        if answer.value is not None and answer.value.requires_grad:
-            answer.value = answer.value.detach()
-        results.append(compare(answer, grad, target[1:], n=n))
-    result = FileResult(file=f"check() against {source}", exercise=exercise.id if ns.get(MARK) else None,
-                        results=with_bank_hints(tuple(results)))
-    return CheckResult(result)
+    for source in sources:
+        loaded = Loaded(source.source, BY_ID[source.exercise], source.origin, frozenset(all_assigned(cells)),
+                        notes, statements)
+        try:
+            results.append(grade_loaded(loaded, filename="notebook", timeout=timeout or DEFAULT_TIMEOUT,
+                                        settings=_settings()))
+        except SubmissionError as exc:
+            return CheckResult(results, f"check(): {exc}")
+    return CheckResult(results)
+
+
+def _settings():
+    from grader.compare import Settings
+
+    return Settings()
+
+
+class Hint:
+    """One gradient's long hint, as text and as HTML."""
+
+    def __init__(self, name: str, short: str, long: str):
+        self.name, self.short, self.long = name, short, long
+
+    def __repr__(self) -> str:
+        return f"{self.name}: {self.short}\n\n{self.long}"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        paragraphs = "".join(f"<p>{escape(p)}</p>" for p in self.long.split("\n\n"))
+        return f"<div><p><b><code>{escape(self.name)}</code></b>: {escape(self.short)}</p>{paragraphs}</div>"
+
+
+def hint(name: str) -> Hint:
+    """`hint("dbnvar")`: the forward line, the local derivative and the usual mistakes for one gradient."""
+    from grader.exercises import EXERCISES
+    from grader.hints import hint_for
+
+    name = name if name.startswith("d") else "d" + name
+    found = hint_for(name)
+    if found is None:
+        names = sorted({t for exercise in EXERCISES for t in exercise.targets})
+        raise ValueError(f"there is no hint for {name!r}; ask for one of {', '.join(names)}")
+    return Hint(name, found.short, found.long)

@@ -1,12 +1,25 @@
-"""Notebooks: the source to grade from a `.ipynb`, with every line traced back to its cell.
+"""Notebooks: what to grade in a `.ipynb`, exercise by exercise, with every line traced back to its cell.
 
 Two kinds of notebook are graded:
 
 - a stub notebook made by `grader.stubs`: the cells tagged `gradient` are the answer;
-- any other notebook, such as a student's own copy of the lecture: only the
-  statements that assign the exercise's gradient names are taken (with the helper
-  assignments they read), so data loading, training and plotting never run.
-  `names` maps a student's own names (`d_log_probs`) to the lecture's.
+- any other notebook, such as a student's own copy of the lecture, which may answer
+  several exercises. It is split into exercise blocks (`blocks`):
+  - exercise 4: the backward pass inside a training loop (a loop whose body assigns
+    the parameter gradients), under `with torch.no_grad():` or not;
+  - exercise 2: a `dlogits` written in one expression from `logits`, in a cell of its
+    own, with the statements after it in that cell that change it (`dlogits /= n`);
+  - exercise 3: the same for `dhprebn`, from `dhpreact`;
+  - exercise 1: every other statement that assigns one of its gradients.
+  A block holds its gradient statements and the helper assignments they read, and
+  nothing else: never the forward pass, the data, the parameters or the training loop
+  (the grader provides those), never a loop or comprehension variable, never the
+  lecture's scaffolding (`cmp`, `loss.backward()`, plots). An attempt that a later
+  statement replaces (`dX = ...` again, from scratch) is left out.
+
+Cells are numbered as a person sees them in Jupyter: code cells only, by their execution
+count when they have one (`In [12]`), else by their place among the code cells.
+`names` maps a student's own names (`d_log_probs`) to the lecture's.
 """
 
 from __future__ import annotations
@@ -16,12 +29,10 @@ import builtins
 import json
 from dataclasses import dataclass, field
 
-import nbformat
-
-from grader.execution import SubmissionError, parse
+from grader.execution import SubmissionError, assigned_names, parse
 
 GRADIENT_TAG = "gradient"
-SKIPPED_CALLS = {"cmp", "print", "display", "plot", "show", "imshow", "hist", "figure", "legend", "title"}
+ALWAYS_THERE = {"torch", "F", "nn", "math"} | set(dir(builtins))
 
 
 @dataclass
@@ -31,10 +42,27 @@ class NotebookSource:
     source: str
     origin: dict[int, tuple[int, int]] = field(default_factory=dict)  # line -> (cell, line in cell), 1-based
     tagged: bool = False
+    exercise: str | None = None  # the exercise block this is, for a notebook that is not a stub
+
+
+@dataclass
+class Cell:
+    """One code cell: the number a person sees, its text (magics commented out) and its syntax tree."""
+
+    number: int
+    text: str
+    tree: ast.Module | None
+    problem: str | None = None  # why it does not parse
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
 
 
 def read_notebook(path: str, text: str):
     """The notebook in a file's text, or a `SubmissionError` saying in one sentence why not."""
+    import nbformat
+
     try:
         return nbformat.reads(text, as_version=4)
     except (json.JSONDecodeError, nbformat.reader.NotJSONError):
@@ -43,10 +71,11 @@ def read_notebook(path: str, text: str):
         raise SubmissionError(f"{path} is not a valid notebook: {str(exc).splitlines()[0][:200]}") from None
 
 
-def _cell_code(cell) -> str:
-    """A code cell's source with IPython magics and shell escapes turned into comments."""
-    return "\n".join(f"# {line}" if line.lstrip().startswith(("%", "!")) else line
-                     for line in str(cell.get("source", "")).splitlines())
+def _cell_code(source: str) -> str:
+    """A code cell's source with IPython magics, shell escapes and help requests turned into comments."""
+    return "\n".join(f"# {line}" if line.lstrip().startswith(("%", "!")) or line.rstrip().endswith("?") and
+                     not line.lstrip().startswith("#") and line.rstrip()[:-1].strip().isidentifier() else line
+                     for line in str(source).splitlines())
 
 
 def parse_names(text: str | None) -> dict[str, str]:
@@ -65,98 +94,310 @@ def parse_names(text: str | None) -> dict[str, str]:
     return mapping
 
 
-class _Rename(ast.NodeTransformer):
-    def __init__(self, names: dict[str, str]):
-        self.names = names
-
-    def visit_Name(self, node: ast.Name) -> ast.Name:
-        if node.id in self.names:
-            node.id = self.names[node.id]
-        return node
+def _utf8_slice(line: str, start: int | None = None, end: int | None = None) -> str:
+    """A slice of a line by the UTF-8 byte offsets that `ast` reports."""
+    return line.encode("utf-8")[start:end].decode("utf-8", errors="replace")
 
 
-def _statements(notebook, names: dict[str, str]):
-    """(cell number, statement) for every top-level statement of every code cell that parses."""
-    for number, cell in enumerate(notebook.cells, start=1):
-        if cell.get("cell_type") != "code":
-            continue
+def _renamed(text: str, names: dict[str, str]) -> str:
+    """The cell's text with every variable in `names` renamed, everything else kept as written."""
+    if not names:
+        return text
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return text
+    lines = text.splitlines(keepends=True)
+    spots = sorted(((n.lineno, n.col_offset, n.end_col_offset, names[n.id]) for n in ast.walk(tree)
+                    if isinstance(n, ast.Name) and n.id in names), reverse=True)
+    for lineno, start, end, new in spots:  # right to left, so earlier offsets stay true
+        data = lines[lineno - 1].encode("utf-8")
+        lines[lineno - 1] = (data[:start] + new.encode("utf-8") + data[end:]).decode("utf-8")
+    return "".join(lines)
+
+
+def cells_of(sources: list[tuple[int, str]], names: dict[str, str] | None = None) -> list[Cell]:
+    """(number, source) of code cells as `Cell`s, each parsed once (renamed first)."""
+    cells = []
+    for number, source in sources:
+        text = _renamed(_cell_code(source), names or {})
         try:
-            tree = parse(_cell_code(cell), "<cell>")
-        except SyntaxError:
-            continue
-        if names:
-            tree = _Rename(names).visit(tree)
-        for node in tree.body:
-            yield number, node
+            tree, problem = parse(text, "<cell>"), None
+        except SyntaxError as exc:
+            tree, problem = None, f"cell {number} is not valid Python (line {exc.lineno}: {exc.msg}); it is not graded"
+        cells.append(Cell(number, text, tree, problem))
+    return cells
 
 
-def _is_skipped_call(node: ast.stmt) -> bool:
-    """`cmp(...)`, `print(...)`, `plt.plot(...)`: calls whose only effect is to show something."""
-    if not isinstance(node, ast.Expr) or not isinstance(node.value, ast.Call):
-        return False
-    func = node.value.func
-    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-    return name in SKIPPED_CALLS
+def notebook_cells(notebook, names: dict[str, str] | None = None) -> list[Cell]:
+    """The code cells of a notebook, numbered as Jupyter shows them."""
+    sources = []
+    code = [cell for cell in notebook.cells if cell.get("cell_type") == "code"]
+    for ordinal, cell in enumerate(code, start=1):
+        count = cell.get("execution_count")
+        sources.append((count if isinstance(count, int) and count > 0 else ordinal, str(cell.get("source", ""))))
+    return cells_of(sources, names)
 
 
-def _source_from(chosen: list[tuple[int, ast.stmt]]) -> NotebookSource:
+# --- statements ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """A statement of a cell; `loop` is the index of the training loop it sits in (None: top level)."""
+
+    cell: Cell
+    node: ast.stmt
+    loop: int | None = None
+
+    @property
+    def binds(self) -> set[str]:
+        return binds(self.node)
+
+
+def binds(node: ast.stmt) -> set[str]:
+    """The names a statement binds or changes in place, not counting what a `def` body assigns."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    return assigned_names(node)
+
+
+def _free_reads(node: ast.stmt) -> set[str]:
+    """The names a statement reads from before it: not those it binds itself first (a loop's
+    `ix = Xb[k, j]`, a comprehension's variable), but the targets of its `x += ...` and `x[i] = ...`."""
+    loads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    changed = set()
+    for child in ast.walk(node):
+        if isinstance(child, ast.AugAssign):
+            changed |= assigned_names(child)
+        elif isinstance(child, ast.Assign) and any(not isinstance(t, ast.Name) for t in child.targets):
+            changed |= {n for t in child.targets if not isinstance(t, ast.Name) for n in assigned_names(t)}
+        elif isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute) and child.func.attr.endswith("_"):
+            changed |= assigned_names(child)
+    local = set()
+    for child in ast.walk(node):
+        if isinstance(child, (ast.For, ast.comprehension)):
+            local |= assigned_names(child.target)
+        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            local |= {a.arg for a in child.args.args + child.args.kwonlyargs + child.args.posonlyargs}
+    if isinstance(node, (ast.For, ast.While, ast.With, ast.If)):  # a loop body's own helpers (`ix = Xb[k, j]`)
+        local |= {n for child in ast.walk(node) if isinstance(child, ast.Assign)
+                  for t in child.targets if isinstance(t, ast.Name) for n in [t.id]}
+    return (loads - local) | changed
+
+
+def _is_fresh(node: ast.stmt, name: str) -> bool:
+    """`name = ...` that does not read `name`: a new value, replacing what came before."""
+    if isinstance(node, ast.Assign):
+        plain = any(isinstance(t, ast.Name) and t.id == name or
+                    isinstance(t, ast.Tuple) and any(isinstance(e, ast.Name) and e.id == name for e in t.elts)
+                    for t in node.targets)
+    elif isinstance(node, ast.AnnAssign):
+        plain = node.value is not None and isinstance(node.target, ast.Name) and node.target.id == name
+    else:
+        plain = False
+    return plain and name not in _free_reads(node)
+
+
+def _flat(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements, with the bodies of `with` blocks (`with torch.no_grad():`) taken as their own."""
+    out = []
+    for node in body:
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            out.extend(_flat(node.body))
+        else:
+            out.append(node)
+    return out
+
+
+def _is_simple(node: ast.stmt) -> bool:
+    """A statement that can be a helper: an assignment, an in-place call, a `def` or an import."""
+    if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.FunctionDef, ast.Import, ast.ImportFrom)):
+        return True
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and bool(binds(node))
+
+
+# --- exercise blocks ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Block:
+    """One exercise's part of a notebook: its gradient statements, in order, and the pool of earlier
+    statements its helpers may come from."""
+
+    exercise: str
+    statements: list[Stmt]
+    pool: list[Stmt]
+
+
+def _training_loop(stmts: list[Stmt], ex4_targets: set[str]) -> tuple[int, ast.stmt] | None:
+    """The last loop whose body assigns at least three of exercise 4's gradients: (index, loop)."""
+    found = None
+    for index, stmt in enumerate(stmts):
+        for node in [stmt.node, *ast.walk(stmt.node)]:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                break
+            if isinstance(node, (ast.For, ast.While)):
+                assigned = set().union(set(), *(binds(n) for n in _flat(node.body)))
+                if len(assigned & ex4_targets) >= 3:
+                    found = (index, node)
+                    break
+    return found
+
+
+def blocks(cells: list[Cell], exercises, gradient_names: set[str], forced: str | None = None) -> list[Block]:
+    """The exercise blocks of a notebook that is not a stub, in exercise order (see the module's docstring).
+    `exercises`: the four exercises, by id; `gradient_names`: every gradient name of every exercise;
+    `forced`: the exercise the notebook is known to answer (`setup("ex4")`): when no block looks
+    like it, every statement that assigns one of its gradients is its block."""
+    ex1, ex2, ex3, ex4 = (exercises[i] for i in ("ex1", "ex2", "ex3", "ex4"))
+    top = [Stmt(cell, node) for cell in cells if cell.tree is not None for node in _flat(cell.tree.body)]
+    found: list[Block] = []
+    if forced is not None:
+        own = set(exercises[forced].targets) | set(exercises[forced].blanks or ())
+        everything = [s for s in top if s.binds & own and not isinstance(s.node, ast.FunctionDef)]
+        found = [b for b in blocks(cells, exercises, gradient_names) if b.exercise == forced]
+        return found or ([Block(forced, everything, top)] if everything else [])
+    loop = _training_loop(top, set(ex4.targets))
+    if loop is not None:
+        index, node = loop
+        body = [Stmt(top[index].cell, n, loop=index) for n in _flat(node.body)]
+        own = set(ex4.blanks or ex4.targets) | set(ex4.targets)
+        chosen = [s for s in body if s.binds & own]
+        found.append(Block("ex4", chosen, top[:index] + body))  # helpers: from the loop, or before it
+        top = top[:index] + top[index + 1:]
+    g1 = set(ex1.targets)
+    grads = [i for i, s in enumerate(top) if s.binds & g1 and not isinstance(s.node, ast.FunctionDef)]
+
+    def one_expression(i: int, name: str, allowed: set[str]) -> bool:
+        stmt = top[i]
+        if not _is_fresh(stmt.node, name) or _free_reads(stmt.node) & (gradient_names - allowed):
+            return False
+        same_cell = {n for j in grads if top[j].cell is stmt.cell for n in top[j].binds & g1}
+        if same_cell - {name}:  # its cell writes other gradients: it is exercise 1's
+            return False
+        later = (top[j] for j in grads if j > i and top[j].binds & g1 - {name})
+        return not any(name in _free_reads(s.node) for s in later)
+
+    taken: set[int] = set()
+    for exercise, name, allowed in ((ex2, "dlogits", set()), (ex3, "dhprebn", {"dhpreact"})):
+        starts = [i for i in grads if name in top[i].binds and one_expression(i, name, allowed)]
+        members: list[int] = []
+        for start in starts:  # every attempt, with the lines after it in its cell that change it; the last counts
+            members = [start] + [j for j in grads if j > start and top[j].cell is top[start].cell
+                                 and top[j].binds & g1 == {name} and not _is_fresh(top[j].node, name)]
+            taken |= set(members)
+        if starts:
+            found.append(Block(exercise.id, [top[j] for j in members], top[:members[-1] + 1]))
+    rest = [top[i] for i in grads if i not in taken]
+    if rest:
+        found.append(Block(ex1.id, rest, top))
+    return sorted(found, key=lambda b: b.exercise)
+
+
+def _latest_only(statements: list[Stmt], targets: set[str]) -> list[Stmt]:
+    """Without the attempts a later statement replaces: for each gradient, only from its last fresh
+    assignment on (a scratch cell, or a line that raised before it was fixed, must not count)."""
+    last_fresh: dict[str, int] = {}
+    for index, stmt in enumerate(statements):
+        for name in stmt.binds & targets:
+            if _is_fresh(stmt.node, name):
+                last_fresh[name] = index
+    return [s for i, s in enumerate(statements)
+            if not (s.binds & targets) or any(i >= last_fresh.get(n, -1) for n in s.binds & targets)]
+
+
+def _with_helpers(block: Block, known: set[str], scope: set[str]) -> list[Stmt]:
+    """A block's statements and the helper statements they read: for each name read that nothing
+    provides, the last plain assignment of it before the reader and every in-place change of it
+    since, and so on for what those read. Never a statement that assigns what the grader provides,
+    and never a loop: a loop or comprehension variable is not a helper."""
+    position = {id(s): i for i, s in enumerate(block.pool)}
+    chosen: dict[int, Stmt] = {}
+
+    def helpers(name: str, before: int) -> list[Stmt]:
+        found = []
+        for stmt in reversed(block.pool[:before]):
+            if name not in stmt.binds or not _is_simple(stmt.node) or stmt.binds & scope:
+                continue
+            found.append(stmt)
+            if _is_fresh(stmt.node, name) or isinstance(stmt.node, (ast.FunctionDef, ast.Import, ast.ImportFrom)):
+                return found
+        return []  # never assigned from scratch before: nothing to bring in (a NameError will say so)
+
+    def add(stmt: Stmt) -> None:
+        if id(stmt) in chosen:
+            return
+        chosen[id(stmt)] = stmt
+        for name in sorted(_free_reads(stmt.node) - known - scope):
+            for helper in helpers(name, position[id(stmt)]):
+                add(helper)
+
+    for stmt in block.statements:
+        add(stmt)
+    return sorted(chosen.values(), key=lambda s: position[id(s)])
+
+
+def _segment(stmt: Stmt) -> list[str]:
+    """A statement's own text, as written (comments within it kept), dedented to the left margin."""
+    node, lines = stmt.node, stmt.cell.lines
+    first, last = node.lineno - 1, node.end_lineno - 1
+    text = lines[first:last + 1]
+    if first == last:
+        return [_utf8_slice(text[0], node.col_offset, node.end_col_offset)]
+    out = [_utf8_slice(text[0], node.col_offset)]
+    indent = len(_utf8_slice(text[0], 0, node.col_offset))
+    for line in text[1:-1]:
+        out.append(line[indent:] if line[:indent].strip() == "" else line.lstrip())
+    last_line = _utf8_slice(text[-1], 0, node.end_col_offset)
+    out.append(last_line[indent:] if last_line[:indent].strip() == "" else last_line.lstrip())
+    return out
+
+
+def assemble(statements: list[Stmt], exercise: str | None = None) -> NotebookSource:
+    """The statements as one Python source, each line mapped back to (cell, line in cell)."""
     lines: list[str] = []
     origin: dict[int, tuple[int, int]] = {}
-    for cell, node in chosen:
-        for offset, text in enumerate(ast.unparse(node).splitlines()):
+    for stmt in statements:
+        for offset, text in enumerate(_segment(stmt)):
             lines.append(text)
-            origin[len(lines)] = (cell, node.lineno + offset)
-    return NotebookSource("\n".join(lines) + "\n", origin)
+            origin[len(lines)] = (stmt.cell.number, stmt.node.lineno + offset)
+    return NotebookSource("\n".join(lines) + "\n", origin, exercise=exercise)
+
+
+def exercise_sources(cells: list[Cell], exercises, scope_of, forced: str | None = None) -> list[NotebookSource]:
+    """Every exercise block of a notebook as the source to grade. `scope_of(exercise)`: the names the
+    grader provides to that exercise's code; `forced`: see `blocks`."""
+    gradient_names = {t for e in exercises.values() for t in (*e.targets, *(e.blanks or ()))}
+    out = []
+    for block in blocks(cells, exercises, gradient_names, forced):
+        exercise = exercises[block.exercise]
+        own = set(exercise.targets) | set(exercise.blanks or ())
+        block.statements = _latest_only(block.statements, own)
+        scope = scope_of(exercise)
+        statements = _with_helpers(block, ALWAYS_THERE | gradient_names, scope)
+        out.append(assemble(statements, exercise.id))
+    return out
 
 
 def tagged_source(notebook) -> NotebookSource | None:
     """The gradient cells of a stub notebook, or None when no cell carries the tag."""
-    cells = [(number, cell) for number, cell in enumerate(notebook.cells, start=1)
-             if cell.get("cell_type") == "code" and GRADIENT_TAG in cell.get("metadata", {}).get("tags", [])]
+    code = [cell for cell in notebook.cells if cell.get("cell_type") == "code"]
+    cells = [(ordinal, cell) for ordinal, cell in enumerate(code, start=1)
+             if GRADIENT_TAG in cell.get("metadata", {}).get("tags", [])]
     if not cells:
         return None
     lines, origin = [], {}
-    for number, cell in cells:
-        for line_in_cell, text in enumerate(_cell_code(cell).splitlines(), start=1):
+    for ordinal, cell in cells:
+        count = cell.get("execution_count")
+        number = count if isinstance(count, int) and count > 0 else ordinal
+        for line_in_cell, text in enumerate(_cell_code(cell.get("source", "")).splitlines(), start=1):
             lines.append(text)
             origin[len(lines)] = (number, line_in_cell)
     return NotebookSource("\n".join(lines) + "\n", origin, tagged=True)
 
 
-def lecture_source(notebook, targets: tuple[str, ...], scope: set[str], names: dict[str, str]) -> NotebookSource:
-    """The statements of any notebook that assign the targets, and the helper assignments they read."""
-    from grader.execution import assigned_names
-
-    statements = list(_statements(notebook, names))
-    known = set(targets) | scope | {"torch", "F", "nn"} | set(dir(builtins))
-    chosen: set[int] = set()
-    for index, (_, node) in enumerate(statements):
-        if assigned_names(node) & set(targets) and not _is_skipped_call(node):
-            chosen.add(index)
-    # Helpers: the latest earlier assignment of each name a chosen statement reads (not a forward tensor).
-    todo = list(chosen)
-    while todo:
-        index = todo.pop()
-        reads = {n.id for n in ast.walk(statements[index][1]) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-        for name in reads - known:
-            for earlier in range(index - 1, -1, -1):
-                node = statements[earlier][1]
-                if name in assigned_names(node) and not (assigned_names(node) & scope):
-                    if earlier not in chosen:
-                        chosen.add(earlier)
-                        todo.append(earlier)
-                    break
-    return _source_from([statements[i] for i in sorted(chosen)])
-
-
-def notebook_source(path: str, text: str, *, targets: tuple[str, ...] | None = None, scope: set[str] | None = None,
-                    names: dict[str, str] | None = None) -> NotebookSource:
-    """What to grade in a notebook: its gradient cells, else the lecture-style statements."""
-    notebook = read_notebook(path, text)
-    tagged = tagged_source(notebook)
-    if tagged is not None:
-        return tagged
-    if targets is None:  # no exercise known yet: every code cell, to recognise it by its names
-        chosen = list(_statements(notebook, names or {}))
-        return _source_from(chosen)
-    return lecture_source(notebook, targets, scope or set(), names or {})
+def all_assigned(cells: list[Cell]) -> set[str]:
+    """Every name any statement of the notebook binds, loop bodies included (for --names suggestions)."""
+    return {name for cell in cells if cell.tree is not None for node in ast.walk(cell.tree)
+            if isinstance(node, ast.stmt) for name in binds(node)}

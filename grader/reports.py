@@ -63,6 +63,23 @@ def first_to_fix(result: FileResult):
     return None
 
 
+def where(r) -> str:
+    """`cell 4, line 3` in a notebook, `line 3` in a file, "" when the gradient has no line."""
+    if r.line is None:
+        return ""
+    return f"cell {r.cell}, line {r.line}" if r.cell else f"line {r.line}"
+
+
+def start_with(result: FileResult, *, code=lambda text: f"`{text}`") -> str | None:
+    """`start with `dbnvar`, cell 4, line 3 · `grade hint dbnvar` explains it`, or None when all pass."""
+    start = first_to_fix(result)
+    if start is None:
+        return None
+    place = where(start)
+    return f"start with {code(start.name)}" + (f", {place}" if place else "") + (
+        f" · {code('grade hint ' + start.name)} explains it" if start.about else "")
+
+
 def summary_line(result: FileResult) -> str:
     """`22/26 passing: 20 exact, 2 approx · 1 fail · 3 blank`."""
     counts = {status: 0 for status in Status}
@@ -101,11 +118,11 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
     if result.training is not None:
         out.append(style(result.training.describe(), fg="green" if result.training.passed else "red"))
     out.append(summary_line(result))
-    start = first_to_fix(result)
-    if start is not None:
-        where = (f", cell {start.cell}, line {start.line}" if start.cell else f", line {start.line}") if start.line else ""
-        out.append(f"start with `{start.name}`{where}" + (
-            f" · `grade hint {start.name}` explains it" if start.about else ""))
+    start = start_with(result)
+    if start:
+        out.append(start)
+    if result.names:
+        out.append(f"your names look like renamings of the lecture's: grade again with --names {printable(result.names)}")
     if any(r.status is Status.APPROX for r in result.results):
         out.append(
             f"approx passes: within rtol {RTOL:g}, atol {ATOL:g} of autograd; the difference is floating-point rounding."
@@ -182,7 +199,8 @@ HTML_COLOURS = {
 
 
 def html_report(result: FileResult, *, message: str | None = None) -> str:
-    """The same table as `text_report`, as HTML for Jupyter."""
+    """The same report as `text_report`, as HTML for Jupyter: the table with each line's cell and
+    line, the summary, the first thing to fix, and a --names suggestion when there is one."""
     from html import escape
 
     if message and not result.results:
@@ -194,11 +212,25 @@ def html_report(result: FileResult, *, message: str | None = None) -> str:
         rows.append(
             f"<tr><td><code>{escape(r.name)}</code></td>"
             f"<td style='color:{colour};font-weight:bold'>{r.status.value}</td>"
-            f"<td>{_maxdiff(r.maxdiff)}</td><td style='text-align:left'>{notes}</td></tr>"
+            f"<td>{_maxdiff(r.maxdiff)}</td><td>{escape(where(r))}</td>"
+            f"<td style='text-align:left'>{notes}</td></tr>"
         )
+    title = escape(result.file) + (f" · {escape(result.exercise)}" if result.exercise else "")
+    after = [escape(summary_line(result))]
+    if result.training is not None:
+        after.insert(0, escape(result.training.describe()))
+    start = start_with(result, code=lambda text: f"<code>{escape(text)}</code>")
+    if start:
+        after.append(start)
+    if result.names:
+        after.append(f"your names look like renamings of the lecture's: <code>check(names={escape(repr(result.names))})"
+                     f"</code>")
+    if result.error:
+        after.insert(0, f"<b>error:</b> {escape(result.error)}")
+    after += [f"note: {escape(note)}" for note in result.notes]
     return (
-        f"<div><p><b>{escape(result.file)}</b></p>"
-        "<table><thead><tr><th>gradient</th><th>status</th><th>maxdiff</th><th>why</th></tr></thead>"
+        f"<div><p><b>{title}</b></p>"
+        "<table><thead><tr><th>gradient</th><th>status</th><th>maxdiff</th><th>where</th><th>why</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
-        f"<p>{escape(summary_line(result))}</p></div>"
+        + "".join(f"<p>{text}</p>" for text in after) + "</div>"
     )

@@ -93,7 +93,7 @@ class Changes:
 def watch(*, paths: list[Path], directory: Path, exercise, timeout, settings, names, echo, clear=None) -> None:
     """Grade, print, wait for a save, and again, until Ctrl-C."""
     from grader.execution import SubmissionError
-    from grader.grading import grade_file, overview
+    from grader.grading import grade_path, overview
     from grader.reports import overview_report, text_report, use_color
 
     if not paths and not directory.is_dir():
@@ -112,8 +112,8 @@ def watch(*, paths: list[Path], directory: Path, exercise, timeout, settings, na
                 parts = []
                 for path in paths:
                     try:
-                        parts.append(text_report(grade_file(path=path, exercise=exercise, timeout=timeout,
-                                                            settings=settings, names=names), color=color))
+                        parts.extend(text_report(result, color=color) for result in grade_path(
+                            path=path, exercise=exercise, timeout=timeout, settings=settings, names=names))
                     except SubmissionError as exc:
                         parts.append(f"{path}: {exc}")
                 text = "\n\n".join(parts)

@@ -47,7 +47,10 @@ def solved_notebook(tmp_path, answers=ANSWERS):
 def test_a_stub_notebook_filled_with_the_solution_passes_in_every_cell(tmp_path):
     result = grade_file(path=solved_notebook(tmp_path))
     assert result.passed and result.score == 26
-    assert {r.cell for r in result.results} == {4, 5, 6, 7, 8, 9}  # the six gradient cells
+    notebook = nbformat.reads(notebook_path(EX1).read_text(), as_version=4)
+    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    tagged = {i for i, c in enumerate(code_cells, start=1) if "gradient" in c.metadata.get("tags", [])}
+    assert len(tagged) == 6 and {r.cell for r in result.results} == tagged  # counted as Jupyter shows code cells
     stub = grade_file(path=notebook_path(EX1))
     assert {r.status for r in stub.results} == {Status.BLANK}
 
@@ -56,7 +59,7 @@ def test_a_wrong_line_in_a_notebook_is_reported_by_cell_and_line(tmp_path):
     answers = {**ANSWERS, "dW2": "dW2 = dlogits.T @ h"}
     result = CliRunner().invoke(cli, [str(solved_notebook(tmp_path, answers)), "--json"])
     row = next(r for r in json.loads(result.output)["results"] if r["name"] == "dW2")
-    assert row["status"] == "fail" and row["cell"] == 5 and row["line"] == 3 and "transpose" in row["hint"]
+    assert row["status"] == "fail" and row["cell"] == 3 and row["line"] == 3 and "transpose" in row["hint"]
 
 
 def code(source: str):
@@ -106,55 +109,46 @@ def test_renamed_variables_get_a_suggested_mapping_and_grade_with_it(tmp_path):
     assert CliRunner().invoke(cli, [str(path), "--names", str(names_file)]).exit_code == 0
 
 
-def lecture_namespace(**changes) -> dict:
-    """A notebook's globals after the lecture's forward pass, loss.backward() and the student's lines."""
-    ref = reference()
-    params = {name: ref.tensors[name].clone().requires_grad_(True) for name in ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")}
-    namespace = {"torch": torch, "F": F_module(), "n": 32, "vocab_size": 27, "n_embd": 10, "Xb": ref.tensors["Xb"],
-                 "Yb": ref.tensors["Yb"], **params}
-    out = forward(**params, Xb=ref.tensors["Xb"], Yb=ref.tensors["Yb"])
-    for tensor in out.values():
-        tensor.retain_grad()
-    out["loss"].backward()
-    namespace.update(out)
-    with torch.no_grad():
-        for target in EX1.targets:
-            exec(changes.get(target, ANSWERS[target]), namespace)
-    return namespace
+def test_check_grades_the_cells_the_kernel_ran():
+    from messy import EXERCISE1, SETUP, lecture_cells, where
 
-
-def F_module():
-    import torch.nn.functional as F
-
-    return F
-
-
-def test_check_grades_a_lecture_notebook_against_its_own_tensors():
-    result = check(lecture_namespace())
+    cells = lecture_cells(parts=(SETUP, EXERCISE1))
+    result = check({"In": ["", *cells]})
     assert result.passed and len(result.results) == 26
     assert "<table>" in result._repr_html_() and "26/26 passing" in repr(result)
-    wrong = check(lecture_namespace(dbnmeani="dbnmeani = (-dbndiff).sum(0)"))
+    cells = lecture_cells({"dbnmeani = (-dbndiff).sum(0, keepdim=True)": "dbnmeani = (-dbndiff).sum(0)"},
+                          parts=(SETUP, EXERCISE1))
+    wrong = check({"In": ["", *cells]})
     row = next(r for r in wrong.results if r.name == "dbnmeani")
     assert row.status is Status.FAIL and "keepdim=True" in row.hint  # the lecture's cmp() would say exact
-    assert "keepdim" in wrong._repr_html_()
+    cell, line = where(cells, "dbnmeani = (-dbndiff).sum(0)")
+    html = wrong._repr_html_()
+    assert "keepdim" in html and "25/26 passing" in html and f"start with <code>dbnmeani</code>, cell {cell}, line {line}" in html
 
 
 def test_check_follows_a_mapping_and_explains_an_empty_notebook():
-    namespace = lecture_namespace()
-    namespace["d_logprobs"] = namespace.pop("dlogprobs")
-    assert next(r for r in check(namespace).results if r.name == "dlogprobs").status is Status.MISSING
-    assert check(namespace, names="d_logprobs=dlogprobs").passed
-    empty = check({"x": 1})
-    assert not empty.passed and "loss.backward()" in repr(empty) and "loss.backward()" in empty._repr_html_()
+    from messy import EXERCISE1, SETUP, lecture_cells
+
+    cells = [cell.replace("dlogprobs", "d_logprobs") for cell in lecture_cells(parts=(SETUP, EXERCISE1))]
+    row = next(r for r in check({"In": ["", *cells]}).results if r.name == "dlogprobs")
+    assert row.status is Status.MISSING and "--names d_logprobs=dlogprobs" in row.hint
+    assert check({"In": ["", *cells]}, names="d_logprobs=dlogprobs").passed
+    empty = check({"In": ["", "x = 1"]})
+    assert not empty.passed and "none of the cells you have run" in repr(empty)
+    assert "none of the cells you have run" in empty._repr_html_()
+    outside = check({"x": 1})
+    assert not outside.passed and "grade NOTEBOOK" in repr(outside)
 
 
 def test_setup_then_check_in_a_fresh_namespace():
     namespace: dict = {}
     assert "26 gradients to write" in setup("ex1", namespace)
-    exec("\n".join(ANSWERS[t] for t in EX1.targets), namespace)
+    cells = [f"setup('ex1')", "\n".join(ANSWERS[t] for t in EX1.targets)]
+    namespace["In"] = ["", *cells]
     assert check(namespace).passed
-    namespace["dh"] = namespace["dh"].T
-    assert not check(namespace).passed
+    namespace["In"].append("dh = dh.T")
+    wrong = check(namespace)
+    assert not wrong.passed and next(r for r in wrong.results if r.name == "dh").status is Status.FAIL
 
 
 def test_the_overview_grades_the_notebook_when_it_is_the_newer_file(tmp_path):

@@ -1,0 +1,248 @@
+"""A student's own lecture notebook, graded as its author meant it: every exercise in it, each from its
+own block, with the scaffolding, scratch cells, loops and plots around them never counting."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from grader.cli import cli
+from grader.compare import Status
+from grader.execution import SubmissionError
+from grader.grading import grade_path
+from grader.jupyter import check
+
+from messy import EXERCISE1, EXERCISE2, EXERCISE3, EXERCISE4, SETUP, lecture_cells, notebook, where
+
+
+def grade_cells(tmp_path, cells, name="my_makemore_part4.ipynb", **options):
+    path = tmp_path / name
+    path.write_text(notebook(cells, counts=options.pop("counts", None)))
+    return {result.exercise: result for result in grade_path(path=path, **options)}
+
+
+def rows(result):
+    return {r.name: r for r in result.results}
+
+
+def failing(result):
+    return {r.name: r for r in result.results if not r.status.passed}
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """The correct notebook, graded once: every exercise."""
+    return grade_cells(tmp_path_factory.mktemp("whole"), lecture_cells())
+
+
+def test_every_exercise_in_a_correct_lecture_notebook_passes(whole):
+    assert sorted(whole) == ["ex1", "ex2", "ex3", "ex4"]
+    for exercise, result in whole.items():
+        assert result.error is None and not failing(result), (exercise, failing(result))
+        assert result.passed
+    assert whole["ex4"].training is not None and whole["ex4"].training.passed
+    assert not any("requires_grad" in note or "open" in note for r in whole.values() for note in r.notes)
+
+
+def test_each_exercise_is_graded_from_its_own_block(whole):
+    cells = lecture_cells()
+    assert (rows(whole["ex1"])["dlogits"].cell, rows(whole["ex1"])["dlogits"].line) == where(
+        cells, "dlogits += F.one_hot(logits.max(1).indices, num_classes=logits.shape[1]) * dlogit_maxes")
+    assert rows(whole["ex2"])["dlogits"].cell == where(cells, "dlogits = F.softmax(logits, 1)")[0]
+    assert (rows(whole["ex3"])["dhprebn"].cell, rows(whole["ex3"])["dhprebn"].line) == (
+        len(SETUP + EXERCISE1 + EXERCISE2) + 2, 1)
+    ex4_cell = len(SETUP + EXERCISE1 + EXERCISE2 + EXERCISE3) + 1
+    assert {r.cell for r in whole["ex4"].results} == {ex4_cell}
+    assert rows(whole["ex1"])["dhprebn"].cell == len(SETUP) + 2  # not exercise 3's one expression
+
+
+def test_the_lectures_own_dbnmeani_is_the_one_defect_named(tmp_path):
+    cells = lecture_cells({"dbnmeani = (-dbndiff).sum(0, keepdim=True)": "dbnmeani = (-dbndiff).sum(0)"})
+    graded = grade_cells(tmp_path, cells, exercise="ex1")
+    assert list(graded) == ["ex1"]
+    wrong = failing(graded["ex1"])
+    assert list(wrong) == ["dbnmeani"] and "keepdim=True" in wrong["dbnmeani"].hint
+    assert (wrong["dbnmeani"].cell, wrong["dbnmeani"].line) == where(cells, "dbnmeani = (-dbndiff).sum(0)")
+
+
+PLANTED = {  # exercise -> (the correct line, a mistake, the gradient it breaks)
+    "ex1": ("dW2 = h.T @ dlogits", "dW2 = dlogits.T @ h", "dW2"),
+    "ex2": ("dlogits /= n", "dlogits /= (n - 1)", "dlogits"),
+    "ex3": ("dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))",
+            "dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - bnraw*(dhpreact*bnraw).sum(0))",
+            "dhprebn"),
+    "ex4": ("        db1 = dhprebn.sum(0)", "        db1 = dhprebn.sum(1)", "db1"),
+}
+
+
+@pytest.mark.parametrize("exercise", sorted(PLANTED))
+def test_a_planted_mistake_is_found_at_its_own_cell_and_line_and_nowhere_else(tmp_path, exercise):
+    right, wrong, name = PLANTED[exercise]
+    cells = lecture_cells({right: wrong})
+    graded = grade_cells(tmp_path, cells)
+    assert sorted(graded) == ["ex1", "ex2", "ex3", "ex4"]
+    for other, result in graded.items():
+        bad = failing(result)
+        if other != exercise:
+            assert not bad and (result.training is None or result.training.passed), (other, bad)
+            continue
+        assert list(bad) == [name], bad
+        assert (bad[name].cell, bad[name].line) == where(cells, wrong)
+
+
+def test_scratch_attempts_that_a_later_cell_replaces_do_not_count(tmp_path):
+    scratch = [
+        "dh = dlogits @ W2\n",  # a wrong first try, replaced below
+        "dW1 = embcat.T @ dhprebn_not_yet\n",  # a NameError from running out of order
+        "d2 = torch.zeros_like(logits)\nprint(d2.shape)",
+    ]
+    cells = lecture_cells(parts=(SETUP, scratch[:2], EXERCISE1, scratch[2:], EXERCISE2))
+    graded = grade_cells(tmp_path, cells)
+    assert not failing(graded["ex1"]) and not failing(graded["ex2"])
+    assert rows(graded["ex1"])["dh"].cell == where(cells, "dh = dlogits @ W2.T")[0]
+
+
+def test_an_in_place_helper_brings_in_its_first_assignment(tmp_path):
+    old = "dlogits += F.one_hot(logits.max(1).indices, num_classes=logits.shape[1]) * dlogit_maxes"
+    helper = ("d2 = torch.zeros_like(logits).scatter_(1, logits.max(1, keepdim=True).indices, 1.0)\n"
+              "d2 *= dlogit_maxes\n" + "dlogits += d2")
+    cells = lecture_cells({old: helper})
+    graded = grade_cells(tmp_path, cells, exercise="ex1")
+    assert not failing(graded["ex1"]), failing(graded["ex1"])
+
+
+def test_a_def_body_is_not_the_answer_unless_the_block_calls_it(tmp_path):
+    unused = ("def backward_all():\n    dlogprobs = torch.ones_like(logprobs)\n    dW2 = W2 * 0\n"
+              "    return dlogprobs, dW2")
+    cells = lecture_cells(parts=(SETUP, [unused], EXERCISE1))
+    assert not failing(grade_cells(tmp_path, cells)["ex1"])
+    called = ("def first_two(logprobs, probs):\n    d = torch.zeros_like(logprobs)\n    d[range(n), Yb] = -1.0 / n\n"
+              "    return d, d / probs\n\ndlogprobs, dprobs = first_two(logprobs, probs)")
+    cells = lecture_cells(parts=(SETUP, [called], EXERCISE1[1:]))
+    graded = rows(grade_cells(tmp_path, cells)["ex1"])
+    assert graded["dlogprobs"].status.passed and graded["dprobs"].status.passed
+    assert graded["dcounts"].status is Status.MISSING
+
+
+def test_cells_are_numbered_by_their_execution_count(tmp_path):
+    cells = lecture_cells({"dW2 = h.T @ dlogits": "dW2 = h @ dlogits"}, parts=(SETUP, EXERCISE1))
+    counts = [3 * i + 5 for i in range(len(cells))]
+    result = grade_cells(tmp_path, cells, counts=counts)["ex1"]
+    row = rows(result)["dW2"]
+    cell, line = where(cells, "dW2 = h @ dlogits")
+    assert (row.cell, row.line) == (counts[cell - 1], line)
+
+
+def test_locations_in_hints_and_the_first_step_are_cells_and_lines(tmp_path):
+    cells = lecture_cells({"db2 = dlogits.sum(0)": "db2 = dlogits.sum(0) + undefined_thing",
+                           "dW1 = embcat.T @ dhprebn": "dW1 = W1.grad"}, parts=(SETUP, EXERCISE1))
+    result = CliRunner().invoke(cli, [str(_write(tmp_path, cells))])
+    cell, line = where(cells, "db2 = dlogits.sum(0) + undefined_thing")
+    assert f"start with `db2`, cell {cell}, line {line}" in result.output
+    assert "NameError" in result.output
+    cell, line = where(cells, "dW1 = W1.grad")
+    assert f"cell {cell}, line {line}: `grad` is not allowed" in result.output
+    # Every location is a cell's, never the assembled source's.
+    assert re.findall(r"\bline \d+", result.output) == re.findall(r"(?<=cell \d, )line \d+|(?<=cell \d\d, )line \d+",
+                                                                   result.output)
+
+
+def _write(tmp_path, cells, name="lecture.ipynb"):
+    path = tmp_path / name
+    path.write_text(notebook(cells))
+    return path
+
+
+def test_the_cli_grades_every_exercise_and_exercise_picks_one(tmp_path):
+    path = _write(tmp_path, lecture_cells(parts=(SETUP, EXERCISE1, EXERCISE2, EXERCISE3)))
+    result = CliRunner().invoke(cli, [str(path), "--json"])
+    data = json.loads(result.output)
+    assert result.exit_code == 0 and [d["exercise"] for d in data] == ["ex1", "ex2", "ex3"]
+    one = CliRunner().invoke(cli, [str(path), "--json", "--exercise", "ex2"])
+    assert json.loads(one.output)["exercise"] == "ex2" and one.exit_code == 0
+    absent = CliRunner().invoke(cli, [str(path), "--exercise", "ex4"])
+    assert absent.exit_code == 2 and "no exercise 4" in absent.output and "Traceback" not in absent.output
+
+
+def test_the_lecture_style_exercise_4_passes_even_with_its_scaffolding(whole):
+    result = whole["ex4"]
+    assert all(r.status.passed for r in result.results) and not result.notes
+
+
+def test_check_in_the_kernel_gives_the_same_verdicts_as_grade(tmp_path):
+    for cells in (lecture_cells(parts=(SETUP, EXERCISE1, EXERCISE2)),
+                  lecture_cells({"dbnvar = -0.5 * (bnvar + 1e-5)**-1.5 * dbnvar_inv": "dbnvar = -0.5 * bnvar**-1.5 * dbnvar_inv"},
+                                parts=(SETUP, EXERCISE1, EXERCISE3))):
+        graded = grade_cells(tmp_path, cells, counts=list(range(1, len(cells) + 1)))
+        history = ["", *cells, "from grader import check\ncheck()"]
+        checked = check({"In": history})
+        assert [r.exercise for r in checked.files] == sorted(graded)
+        for result in checked.files:
+            ours = [(r.name, r.status, r.cell, r.line, r.hint) for r in result.results]
+            theirs = [(r.name, r.status, r.cell, r.line, r.hint) for r in graded[result.exercise].results]
+            assert ours == theirs
+
+
+def test_check_counts_a_cell_run_twice_as_it_was_last_run():
+    cells = lecture_cells({"dW2 = h.T @ dlogits": "dW2 = h.T @ dlogits * 2"}, parts=(SETUP, EXERCISE1))
+    fixed = lecture_cells(parts=(SETUP, EXERCISE1))[-1]
+    checked = check({"In": ["", *cells, fixed]})
+    assert checked.passed, repr(checked)
+    assert rows(checked.files[0])["dW2"].cell == len(cells) + 1  # the cell's new execution count
+
+
+def test_a_notebook_with_no_exercise_says_so_in_one_sentence(tmp_path):
+    path = _write(tmp_path, SETUP)
+    result = CliRunner().invoke(cli, [str(path)])
+    assert result.exit_code == 2 and "assigns none of the lecture's gradient names" in result.output
+    with pytest.raises(SubmissionError):
+        grade_path(path=path)
+
+
+def test_a_file_with_one_renamed_gradient_is_still_exercise_1(tmp_path):
+    from conftest import SOLUTION
+
+    path = tmp_path / "homework.py"
+    path.write_text(SOLUTION.replace("dbnvar_inv", "d_bnvar_inv"))
+    result = CliRunner().invoke(cli, [str(path), "--json"])
+    data = json.loads(result.output)
+    assert data["exercise"] == "ex1" and data["names"] == "d_bnvar_inv=dbnvar_inv"
+    assert "--names d_bnvar_inv=dbnvar_inv" in CliRunner().invoke(cli, [str(path)]).output
+
+
+def test_a_mapping_is_never_suggested_from_or_onto_a_lecture_name(tmp_path):
+    cells = lecture_cells({"dbndiff2 = 1.0 / (n - 1) * torch.ones_like(bndiff2) * dbnvar": "pass"},
+                          parts=(SETUP, EXERCISE1))
+    result = grade_cells(tmp_path, cells)["ex1"]
+    assert rows(result)["dbndiff2"].status is Status.MISSING
+    assert result.names is None and "--names" not in (rows(result)["dbndiff2"].hint or "")
+
+
+def test_renamed_forward_tensors_and_gradients_get_a_mapping_ready_to_paste(tmp_path):
+    def theirs(text):
+        for old, new in (("Yb", "yb"), ("dbnraw", "dx_hat"), ("bnraw", "x_hat")):
+            text = re.sub(rf"\b{old}\b", new, text)
+        return text
+
+    cells = [theirs(cell) for cell in lecture_cells(parts=(SETUP, EXERCISE1))]
+    path = _write(tmp_path, cells)
+    result = CliRunner().invoke(cli, [str(path)])
+    assert result.exit_code == 1
+    suggestion = re.search(r"grade again with --names (\S+)", result.output).group(1)
+    assert set(suggestion.split(",")) == {"dx_hat=dbnraw", "x_hat=bnraw", "yb=Yb"}
+    again = CliRunner().invoke(cli, [str(path), "--names", suggestion])
+    assert again.exit_code == 0, again.output
+
+
+def test_hint_in_the_notebook_explains_a_gradient():
+    from grader import hint
+    from grader.hints import hint_for
+
+    bank = hint_for("dbndiff2")
+    assert repr(hint("dbndiff2")) == f"dbndiff2: {bank.short}\n\n{bank.long}" and "Bessel" in bank.long
+    assert "<code>dbndiff2</code>" in hint("bndiff2")._repr_html_()
+    with pytest.raises(ValueError, match="no hint for 'dnothing'"):
+        hint("dnothing")
