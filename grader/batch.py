@@ -121,20 +121,21 @@ def _read(path: Path) -> bytes | None:
     return data if len(data) <= MAX_SUBMISSION_BYTES else None
 
 
-def _load(data: bytes, filename: str, name: str, scratch: Path) -> tuple[Loaded | None, Exercise | None, str | None]:
-    """(loaded, exercise, problem) of one file's bytes. A file that cannot be read or parsed but is
-    named after an exercise is that exercise's `error`; one that is neither is unrecognised.
+def _load(data: bytes, filename: str, name: str, scratch: Path) -> tuple[list[Loaded], Exercise | None, str | None]:
+    """(loaded, exercise, problem) of one file's bytes: one `Loaded` per exercise it answers (a
+    lecture notebook may answer all four). A file that cannot be read or parsed but is named after
+    an exercise is that exercise's `error`; one that is neither is unrecognised.
 
     `load_submission` reads a path: it gets a private copy of the bytes already read (and hashed),
     so what is graded is what was checked, whatever happens to the original meanwhile."""
     from grader.exercises import recognise
-    from grader.grading import load_submission
+    from grader.grading import load_submissions
 
     copy = Path(tempfile.mkdtemp(dir=scratch)) / filename
     copy.write_bytes(data)
     try:
-        loaded = load_submission(path=copy)
-        return loaded, loaded.exercise, None
+        loaded = load_submissions(path=copy)
+        return loaded, loaded[0].exercise, None
     except SubmissionError as exc:
         problem = str(exc).replace(str(copy), name)
     except (RecursionError, MemoryError):  # what the parser raises for `1+1+...+1` or `---...-1`
@@ -143,7 +144,7 @@ def _load(data: bytes, filename: str, name: str, scratch: Path) -> tuple[Loaded 
         problem = f"{name} cannot be parsed ({type(exc).__name__})"
     finally:
         shutil.rmtree(copy.parent, ignore_errors=True)
-    return None, recognise(filename, set()), problem
+    return [], recognise(filename, set()), problem
 
 
 def _hidden(name: str) -> bool:
@@ -203,25 +204,27 @@ def discover(root: Path, *, student_pattern: str | None = None, only: str | None
                 found.skipped.append(f"{name} ({why})")
                 continue
             if data is None:
-                loaded, exercise, problem = None, recognise(path.name, set()), f"{name} is larger than 1 MB"
+                loads, exercise, problem = [], recognise(path.name, set()), f"{name} is larger than 1 MB"
                 digest = hashlib.sha256(b"larger than MAX_SUBMISSION_BYTES").hexdigest()  # never read, so not hashed
                 if exercise is None:
                     found.skipped.append(f"{name} (larger than 1 MB)")
                     continue
             else:
-                loaded, exercise, problem = _load(data, path.name, name, Path(scratch))
+                loads, exercise, problem = _load(data, path.name, name, Path(scratch))
                 digest = hashlib.sha256(data).hexdigest()
             if exercise is None:
                 found.unrecognised.append(name)
                 continue
-            if only and exercise.id != only:
-                continue
-            submission = Submission(student, path, name, exercise, digest, loaded, problem)
-            if submission.key in seen:
-                found.duplicates.append(f"{name} (kept {seen[submission.key].name})")
-                continue
-            seen[submission.key] = submission
-            found.submissions.append(submission)
+            for loaded in loads or [None]:
+                answered = loaded.exercise if loaded is not None else exercise
+                if only and answered.id != only:
+                    continue
+                submission = Submission(student, path, name, answered, digest, loaded, problem)
+                if submission.key in seen:
+                    found.duplicates.append(f"{name} (kept {seen[submission.key].name})")
+                    continue
+                seen[submission.key] = submission
+                found.submissions.append(submission)
     return found
 
 

@@ -90,7 +90,7 @@ EXERCISE2 = [
     "loss_fast = F.cross_entropy(logits, Yb)\nprint(loss_fast.item(), 'diff:', (loss_fast - loss).item())",
     "dlogits = F.softmax(logits, 1)\ndlogits[range(n), Yb] -= 1\ndlogits /= n\ncmp('logits', dlogits, logits)",
     "dlogits[0] * n",
-    "plt.figure(figsize=(4, 4))\nplt.imshow(dlogits.detach(), cmap='gray')",
+    "P = F.softmax(logits, 1)  # for the picture only\nplt.figure(figsize=(4, 4))\nplt.imshow(P.detach(), cmap='gray')",
 ]
 
 EXERCISE3 = [

@@ -246,3 +246,18 @@ def test_hint_in_the_notebook_explains_a_gradient():
     assert "<code>dbndiff2</code>" in hint("bndiff2")._repr_html_()
     with pytest.raises(ValueError, match="no hint for 'dnothing'"):
         hint("dnothing")
+
+
+def test_a_class_of_lecture_notebooks_is_graded_exercise_by_exercise(tmp_path):
+    import csv
+
+    from grader.batch import run_batch
+
+    folder = tmp_path / "class"
+    (folder / "ada").mkdir(parents=True)
+    (folder / "ada" / "makemore_part4.ipynb").write_text(
+        notebook(lecture_cells({"dW2 = h.T @ dlogits": "dW2 = h @ dlogits"}, parts=(SETUP, EXERCISE1, EXERCISE2))))
+    run_batch(submissions=folder, out=tmp_path / "out", jobs=1, sandbox="none", log=lambda *a: None)
+    with open(tmp_path / "out" / "gradebook.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert (row["student"], row["ex1"], row["ex2"], row.get("ex3")) == ("ada", "25", "1", None)
