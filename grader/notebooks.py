@@ -33,6 +33,11 @@ from grader.execution import SubmissionError, assigned_names, parse
 
 GRADIENT_TAG = "gradient"
 ALWAYS_THERE = {"torch", "F", "nn", "math"} | set(dir(builtins))
+# The lecture's names for its data, batch, parameters list and training loop: never followed as helpers
+# (the grader provides the batch and the parameters; reading the data or the loop's state is an error).
+SCAFFOLDING = {"words", "chars", "stoi", "itos", "vocab", "build_dataset", "Xtr", "Ytr", "Xdev", "Ydev", "Xte", "Yte",
+               "X", "Y", "n1", "n2", "ix", "g", "parameters", "p", "grads", "grad", "lr", "max_steps", "i", "lossi",
+               "stepi", "cmp", "context", "random", "plt", "split_loss"}
 
 
 @dataclass
@@ -71,11 +76,17 @@ def read_notebook(path: str, text: str):
         raise SubmissionError(f"{path} is not a valid notebook: {str(exc).splitlines()[0][:200]}") from None
 
 
+PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}  # the rest of the cell is still Python
+
+
 def _cell_code(source: str) -> str:
-    """A code cell's source with IPython magics, shell escapes and help requests turned into comments."""
-    return "\n".join(f"# {line}" if line.lstrip().startswith(("%", "!")) or line.rstrip().endswith("?") and
-                     not line.lstrip().startswith("#") and line.rstrip()[:-1].strip().isidentifier() else line
-                     for line in str(source).splitlines())
+    """A code cell's source with IPython magics and shell escapes turned into comments; a cell magic
+    that makes the cell another language (`%%bash`, `%%html`) leaves nothing to grade."""
+    lines = str(source).splitlines()
+    first = lines[0].strip() if lines else ""
+    if first.startswith("%%") and first[2:].split(" ")[0] not in PYTHON_CELL_MAGICS:
+        return "\n".join("# " + line for line in lines)
+    return "\n".join(f"# {line}" if line.lstrip().startswith(("%", "!")) else line for line in lines)
 
 
 def parse_names(text: str | None) -> dict[str, str]:
@@ -144,11 +155,10 @@ def notebook_cells(notebook, names: dict[str, str] | None = None) -> list[Cell]:
 
 @dataclass(frozen=True)
 class Stmt:
-    """A statement of a cell; `loop` is the index of the training loop it sits in (None: top level)."""
+    """A statement of a cell (at its top level, or in a training loop's body)."""
 
     cell: Cell
     node: ast.stmt
-    loop: int | None = None
 
     @property
     def binds(self) -> set[str]:
@@ -210,11 +220,19 @@ def _flat(body: list[ast.stmt]) -> list[ast.stmt]:
     return out
 
 
-def _is_simple(node: ast.stmt) -> bool:
-    """A statement that can be a helper: an assignment, an in-place call, a `def` or an import."""
+def _may_help(node: ast.stmt, name: str) -> bool:
+    """Whether a statement that binds `name` may be brought in as a helper for it: an assignment, an
+    in-place call, a `def`, an import, or a loop or `if` that changes it, but never one where `name`
+    is a loop or comprehension variable (`for p in parameters: ...`)."""
     if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.FunctionDef, ast.Import, ast.ImportFrom)):
         return True
-    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and bool(binds(node))
+    if isinstance(node, ast.Expr):
+        return isinstance(node.value, ast.Call) and bool(binds(node))
+    if isinstance(node, (ast.For, ast.While, ast.If)):
+        variables = {v for n in ast.walk(node) if isinstance(n, (ast.For, ast.comprehension))
+                     for v in assigned_names(n.target)}
+        return name not in variables
+    return False
 
 
 # --- exercise blocks ----------------------------------------------------------------------------------------
@@ -261,7 +279,7 @@ def blocks(cells: list[Cell], exercises, gradient_names: set[str], forced: str |
     loop = _training_loop(top, set(ex4.targets))
     if loop is not None:
         index, node = loop
-        body = [Stmt(top[index].cell, n, loop=index) for n in _flat(node.body)]
+        body = [Stmt(top[index].cell, n) for n in _flat(node.body)]
         own = set(ex4.blanks or ex4.targets) | set(ex4.targets)
         chosen = [s for s in body if s.binds & own]
         found.append(Block("ex4", chosen, top[:index] + body))  # helpers: from the loop, or before it
@@ -311,15 +329,17 @@ def _with_helpers(block: Block, known: set[str], scope: set[str]) -> list[Stmt]:
     """A block's statements and the helper statements they read: for each name read that nothing
     provides, the last plain assignment of it before the reader and every in-place change of it
     since, and so on for what those read. Never a statement that assigns what the grader provides,
-    and never a loop: a loop or comprehension variable is not a helper."""
+    and never one that binds the name as a loop or comprehension variable."""
     position = {id(s): i for i, s in enumerate(block.pool)}
     chosen: dict[int, Stmt] = {}
 
     def helpers(name: str, before: int) -> list[Stmt]:
         found = []
         for stmt in reversed(block.pool[:before]):
-            if name not in stmt.binds or not _is_simple(stmt.node) or stmt.binds & scope:
+            if name not in stmt.binds:
                 continue
+            if not _may_help(stmt.node, name) or stmt.binds & scope:
+                return []  # its latest value is a loop variable's, or comes with the forward pass: not a helper
             found.append(stmt)
             if _is_fresh(stmt.node, name) or isinstance(stmt.node, (ast.FunctionDef, ast.Import, ast.ImportFrom)):
                 return found
@@ -329,7 +349,7 @@ def _with_helpers(block: Block, known: set[str], scope: set[str]) -> list[Stmt]:
         if id(stmt) in chosen:
             return
         chosen[id(stmt)] = stmt
-        for name in sorted(_free_reads(stmt.node) - known - scope):
+        for name in sorted(_free_reads(stmt.node) - known - scope - SCAFFOLDING):
             for helper in helpers(name, position[id(stmt)]):
                 add(helper)
 

@@ -104,7 +104,8 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
     if result.error:
         out.append(style(f"error: {printable(result.error)}", fg="magenta", bold=True))
     width = max([len(r.name) for r in result.results] + [4])
-    out.append(f"  {'name'.ljust(width)}  {'status':7}  {'maxdiff':>7}  line")
+    out.append(f"  {'name'.ljust(width)}  {'status':7}  {'maxdiff':>7}  "
+               + ("cell:line" if any(r.cell for r in result.results) else "line"))
     for r in result.results:
         status = style(r.status.value.ljust(7), fg=COLOURS[r.status], bold=r.status is Status.FAIL)
         line = (f"{r.cell}:{r.line}" if r.cell else str(r.line)) if r.line is not None else ""

@@ -15,7 +15,11 @@ from grader.execution import SubmissionError
 from grader.grading import grade_path
 from grader.jupyter import check
 
+from grader.exercises import EX1
+
 from messy import EXERCISE1, EXERCISE2, EXERCISE3, EXERCISE4, SETUP, lecture_cells, notebook, where
+
+EX1_TARGETS = EX1.targets
 
 
 def grade_cells(tmp_path, cells, name="my_makemore_part4.ipynb", **options):
@@ -261,3 +265,47 @@ def test_a_class_of_lecture_notebooks_is_graded_exercise_by_exercise(tmp_path):
     with open(tmp_path / "out" / "gradebook.csv", newline="") as handle:
         row = next(csv.DictReader(handle))
     assert (row["student"], row["ex1"], row["ex2"], row.get("ex3")) == ("ada", "25", "1", None)
+
+
+def test_a_helper_built_up_in_a_loop_comes_with_its_loop_but_a_loop_variable_never_does(tmp_path):
+    old = "db2 = dlogits.sum(0)"
+    summed = "rows = torch.zeros(logits.shape[1])\nfor k in range(n):\n    rows += dlogits[k]\n" + "db2 = rows"
+    cells = lecture_cells({old: summed}, parts=(SETUP, EXERCISE1))
+    cells.insert(len(SETUP), "for p in parameters:\n    p.requires_grad = True\nscale = 1.0")
+    cells[-1] = cells[-1].replace("dh = dlogits @ W2.T", "dh = dlogits @ W2.T * scale")
+    result = grade_cells(tmp_path, cells)["ex1"]
+    assert not failing(result) and not result.notes, (failing(result), result.notes)
+    using_p = lecture_cells({old: "db2 = dlogits.sum(0) + 0 * p.sum()"}, parts=(SETUP, EXERCISE1))
+    row = rows(grade_cells(tmp_path, using_p)["ex1"])["db2"]
+    assert row.status is Status.ERROR and "name 'p' is not defined" in row.hint  # not the parameters loop
+
+
+def test_check_says_blank_and_error_as_grade_does():
+    from grader.jupyter import setup
+
+    namespace: dict = {}
+    setup("ex1", namespace)
+    lines = [f"{t} = ..." for t in EX1_TARGETS]
+    lines[0] = "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0 / n"
+    lines[1] = "dprobs = dlogprobs / probs_typo"
+    namespace["In"] = ["", "setup('ex1')", "\n".join(lines)]
+    result = {r.name: r for r in check(namespace).results}
+    assert result["dlogprobs"].status is Status.EXACT
+    assert result["dprobs"].status is Status.ERROR and "probs_typo" in result["dprobs"].hint
+    assert result["dcounts"].status is Status.BLANK
+    assert "start with <code>dprobs</code>, cell 2, line 3" in check(namespace)._repr_html_()
+
+
+def test_the_table_heads_its_locations_as_cells_and_lines(tmp_path):
+    path = _write(tmp_path, lecture_cells(parts=(SETUP, EXERCISE1)))
+    output = CliRunner().invoke(cli, [str(path)]).output
+    assert "  name             status   maxdiff  cell:line" in output
+
+
+@pytest.mark.parametrize("reads", ["ix.sum()", "p.sum()", "Xtr.shape[0]"])
+def test_the_data_the_batch_and_loop_variables_are_never_brought_in(tmp_path, reads):
+    cells = lecture_cells({"db2 = dlogits.sum(0)": f"db2 = dlogits.sum(0) + 0 * {reads}"}, parts=(SETUP, EXERCISE1))
+    result = grade_cells(tmp_path, cells)["ex1"]
+    row = rows(result)["db2"]
+    assert row.status is Status.ERROR and "is not defined" in row.hint, row
+    assert not result.notes and list(failing(result)) == ["db2"]  # names.txt was never opened
