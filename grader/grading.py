@@ -45,6 +45,11 @@ def detect_exercise(*, source: str, filename: str) -> Exercise | None:
     return recognise(filename, assigned_in(source))
 
 
+def mapping_text(mapping: dict[str, str]) -> str:
+    """A --names mapping as the option takes it: `old=new,old2=new2`."""
+    return ",".join(f"{old}={new}" for old, new in mapping.items())
+
+
 def lecture_names() -> set[str]:
     """Every name the lecture gives a meaning: gradients, forward tensors, parameters, the batch, sizes."""
     from grader.names import _lecture_statements
@@ -263,6 +268,9 @@ def load_submissions(*, path: str | Path, exercise: str | None = None, names: di
     _check_path(path)
     text = read_source(path)
     if Path(path).suffix == ".py":
+        from grader.notebooks import renamed
+
+        text = renamed(text, names or {})
         try:
             statements = tuple(parse(text, path).body)
         except SyntaxError:
@@ -292,7 +300,7 @@ def load_submissions(*, path: str | Path, exercise: str | None = None, names: di
     if not found:
         targets = tuple(dict.fromkeys(t for e in EXERCISES for t in e.targets))
         guess = suggest_names(set(assigned), targets, statements)
-        hint = f"; if those are your names for them, try --names {_mapping(guess)}" if guess else ""
+        hint = f"; if those are your names for them, try --names {mapping_text(guess)}" if guess else ""
         raise SubmissionError(f"{path} assigns none of the lecture's gradient names (dlogprobs, ..., dC){hint}")
     return [Loaded(source.source, BY_ID[source.exercise], source.origin, assigned, notes, statements)
             for source in found]
@@ -301,14 +309,10 @@ def load_submissions(*, path: str | Path, exercise: str | None = None, names: di
 def _what_each_exercise_looks_like(exercise: str) -> str:
     return {
         "ex1": "its gradients are assigned one per statement (dlogprobs, ..., dC)",
-        "ex2": "it is a `dlogits = ...` from `logits`, in a cell of its own, after exercise 1",
-        "ex3": "it is a `dhprebn = ...` from `dhpreact`, in a cell of its own, after exercise 1",
+        "ex2": "it is a `dlogits = ...` from `logits`, in a cell of its own",
+        "ex3": "it is a `dhprebn = ...` from `dhpreact`, in a cell of its own",
         "ex4": "it is the backward pass inside a training loop (for ...: ... dW1 = ...)",
     }[exercise]
-
-
-def _mapping(mapping: dict[str, str]) -> str:
-    return ",".join(f"{old}={new}" for old, new in mapping.items())
 
 
 def load_submission(*, path: str | Path, exercise: str | None = None, names: dict[str, str] | None = None) -> Loaded:
@@ -382,7 +386,7 @@ def _suggest_for_missing(result: FileResult, loaded: Loaded) -> FileResult:
     if not guesses:
         return result
     by_target = {new: old for old, new in guesses.items()}
-    return replace(result, names=_mapping(guesses), results=tuple(
+    return replace(result, names=mapping_text(guesses), results=tuple(
         replace(r, hint=f"`{r.name}` is never assigned; is your `{by_target[r.name]}` it? "
                         f"Then grade with --names {by_target[r.name]}={r.name}")
         if r.name in by_target else r

@@ -94,7 +94,3 @@ def suggest(*, assigned: set[str], statements: list[ast.stmt], wanted: tuple[str
         if old in reads and old not in out and new not in taken:
             out[old] = new
     return out
-
-
-def mapping_text(mapping: dict[str, str]) -> str:
-    return ",".join(f"{old}={new}" for old, new in mapping.items())

@@ -110,7 +110,7 @@ def _utf8_slice(line: str, start: int | None = None, end: int | None = None) -> 
     return line.encode("utf-8")[start:end].decode("utf-8", errors="replace")
 
 
-def _renamed(text: str, names: dict[str, str]) -> str:
+def renamed(text: str, names: dict[str, str]) -> str:
     """The cell's text with every variable in `names` renamed, everything else kept as written."""
     if not names:
         return text
@@ -131,7 +131,7 @@ def cells_of(sources: list[tuple[int, str]], names: dict[str, str] | None = None
     """(number, source) of code cells as `Cell`s, each parsed once (renamed first)."""
     cells = []
     for number, source in sources:
-        text = _renamed(_cell_code(source), names or {})
+        text = renamed(_cell_code(source), names or {})
         try:
             tree, problem = parse(text, "<cell>"), None
         except SyntaxError as exc:
@@ -292,7 +292,7 @@ def blocks(cells: list[Cell], exercises, gradient_names: set[str], forced: str |
         if not _is_fresh(stmt.node, name) or _free_reads(stmt.node) & (gradient_names - allowed):
             return False
         same_cell = {n for j in grads if top[j].cell is stmt.cell for n in top[j].binds & g1}
-        if same_cell - {name}:  # its cell writes other gradients: it is exercise 1's
+        if same_cell - {name} - allowed:  # its cell writes other gradients: it is exercise 1's
             return False
         later = (top[j] for j in grads if j > i and top[j].binds & g1 - {name})
         return not any(name in _free_reads(s.node) for s in later)

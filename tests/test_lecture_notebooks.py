@@ -309,3 +309,13 @@ def test_the_data_the_batch_and_loop_variables_are_never_brought_in(tmp_path, re
     row = rows(result)["db2"]
     assert row.status is Status.ERROR and "is not defined" in row.hint, row
     assert not result.notes and list(failing(result)) == ["db2"]  # names.txt was never opened
+
+
+def test_names_maps_a_python_file_too(tmp_path):
+    from conftest import SOLUTION
+
+    path = tmp_path / "ex1_backprop_all.py"
+    path.write_text(SOLUTION.replace("dlogprobs", "dLdlogprobs"))
+    assert CliRunner().invoke(cli, [str(path)]).exit_code == 1
+    result = CliRunner().invoke(cli, [str(path), "--names", "dLdlogprobs=dlogprobs"])
+    assert result.exit_code == 0, result.output

@@ -173,3 +173,19 @@ def test_a_missing_gradient_with_a_look_alike_name_suggests_the_mapping(tmp_path
     row = next(r for r in result.results if r.name == "dbnvar_inv")
     assert row.status is Status.MISSING and "--names d_bnvar_inv=dbnvar_inv" in row.hint
     assert all(r.hint is None for r in grade_file(path=EX1.solution_path).results)
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.id)
+def test_check_in_the_kits_own_notebooks_says_what_grade_says(tmp_path, exercise):
+    solved = generate_notebook(exercise, exercise.solution_path.read_text())
+    path = tmp_path / notebook_path(exercise).name
+    path.write_text(solved)
+    graded = grade_file(path=path)
+    notebook = nbformat.reads(solved, as_version=4)
+    namespace: dict = {}
+    setup(exercise.id, namespace)
+    namespace["In"] = ["", *(c.source for c in notebook.cells if c.cell_type == "code")]
+    checked = check(namespace)
+    assert [f.exercise for f in checked.files] == [exercise.id] and graded.passed and checked.passed
+    assert [(r.name, r.status, r.cell, r.line, r.hint) for r in checked.results] == [
+        (r.name, r.status, r.cell, r.line, r.hint) for r in graded.results]
