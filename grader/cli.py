@@ -280,7 +280,9 @@ def _train(*, paths, steps, exercise) -> None:
     if len(paths) != 1:
         raise click.UsageError("--train takes exactly one file")
     try:
-        loaded = load_submission(path=paths[0], exercise=exercise)
+        # A lecture notebook answers several exercises; the one that trains is exercise 4.
+        wanted = exercise or ("ex4" if str(paths[0]).endswith(".ipynb") else None)
+        loaded = load_submission(path=paths[0], exercise=wanted)
     except SubmissionError as exc:
         raise BadInput(str(exc)) from None
     source, chosen = loaded.source, loaded.exercise
