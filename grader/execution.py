@@ -948,7 +948,7 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
             elif kind == "mutated" and name in the_plan.final:
                 run.mutated.setdefault(name, header["line"])
             elif kind == "note" and len(run.notes) < MAX_NOTES:
-                run.notes.append(f"line {header['line']}: {header['message']}")
+                run.notes.append(f"line {header['line']}: {header['message']} (a line that assigns no graded gradient)")
             elif kind == "stop":
                 run.error = header["message"]
                 due.stopped = True

@@ -60,14 +60,32 @@ def lecture_names() -> set[str]:
     return names | {n for node in _lecture_statements() for n in assigned_names(node)}
 
 
-def suggest_names(assigned: set[str], targets: tuple[str, ...], statements=(), reads: set[str] = frozenset()
-                  ) -> dict[str, str]:
+def suggest_names(assigned: set[str], targets: tuple[str, ...], statements=(), reads: set[str] = frozenset(),
+                  onto_assigned: bool = False) -> dict[str, str]:
     """A guess at the mapping from a student's own names to the lecture's: `d_logprobs` -> `dlogprobs`,
     `yb` -> `Yb` (see `grader.names`)."""
     from grader.names import suggest
 
     return suggest(assigned=set(assigned), statements=list(statements), wanted=targets,
-                   lecture_names=lecture_names(), reads=set(reads))
+                   lecture_names=lecture_names(), reads=set(reads), onto_assigned=onto_assigned)
+
+
+def not_found(what: str, *, exercise: str | None, assigned: set[str], statements) -> str:
+    """Why nothing in a notebook (or a kernel's cells) was graded, with a --names mapping when the
+    student's names look like renamings of the lecture's: one sentence."""
+    targets = BY_ID[exercise].targets if exercise else tuple(dict.fromkeys(t for e in EXERCISES for t in e.targets))
+    guess = suggest_names(assigned, targets, statements, onto_assigned=exercise is not None)
+    # A renamed forward tensor matters where the look-alike gradients read it.
+    reads = {n.id for node in statements if assigned_names(node) & set(guess) for n in ast.walk(node)
+             if isinstance(n, ast.Name)}
+    if exercise is not None:
+        guess = suggest_names(assigned, BY_ID[exercise].targets, statements, reads, onto_assigned=True)
+        message = (f"{what} has no {BY_ID[exercise].title.split(':')[0].lower()} in it: "
+                   f"{_what_each_exercise_looks_like(exercise)}")
+    else:
+        guess = suggest_names(assigned, targets, statements, reads)
+        message = f"{what} assigns none of the lecture's gradient names (dlogprobs, ..., dC)"
+    return message + (f"; if those are your names for them, try --names {mapping_text(guess)}" if guess else "")
 
 
 def _file_error(exercise: Exercise, ref: Reference, filename: str, message: str) -> FileResult:
@@ -294,14 +312,8 @@ def load_submissions(*, path: str | Path, exercise: str | None = None, names: di
     found = exercise_sources(cells, BY_ID, scope_names)
     if exercise is not None:
         found = [source for source in found if source.exercise == exercise]
-        if not found:
-            raise SubmissionError(f"{path} has no {BY_ID[exercise].title.split(':')[0].lower()} in it: "
-                                  f"{_what_each_exercise_looks_like(exercise)}")
     if not found:
-        targets = tuple(dict.fromkeys(t for e in EXERCISES for t in e.targets))
-        guess = suggest_names(set(assigned), targets, statements)
-        hint = f"; if those are your names for them, try --names {mapping_text(guess)}" if guess else ""
-        raise SubmissionError(f"{path} assigns none of the lecture's gradient names (dlogprobs, ..., dC){hint}")
+        raise SubmissionError(not_found(path, exercise=exercise, assigned=set(assigned), statements=statements))
     return [Loaded(source.source, BY_ID[source.exercise], source.origin, assigned, notes, statements)
             for source in found]
 
@@ -341,7 +353,9 @@ def _in_cells(result: FileResult, origin: dict[int, tuple[int, int]]) -> FileRes
                     replace(r, hint=notes(r.hint) if r.hint else r.hint)
                     for r in result.results)
     return replace(result, results=results, notes=tuple(notes(n) for n in result.notes),
-                   error=notes(result.error) if result.error else None)
+                   error=notes(result.error) if result.error else None,
+                   training=replace(result.training, error=notes(result.training.error))
+                   if result.training is not None and result.training.error else result.training)
 
 
 def grade_file(*, path: str | Path, exercise: str | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -363,9 +377,9 @@ def grade_loaded(loaded: Loaded, *, filename: str, timeout: float, settings: Set
     result = grade_source(source=loaded.source, filename=filename, exercise=loaded.exercise,
                           timeout=timeout, settings=settings)
     result = _suggest_for_missing(result, loaded)
-    if loaded.notes:
-        result = replace(result, notes=loaded.notes + result.notes)
-    return _in_cells(result, loaded.origin) if loaded.origin is not None else result
+    if loaded.origin is not None:
+        result = _in_cells(result, loaded.origin)
+    return replace(result, notes=loaded.notes + result.notes) if loaded.notes else result
 
 
 def _suggest_for_missing(result: FileResult, loaded: Loaded) -> FileResult:

@@ -12,6 +12,7 @@ and as the text table elsewhere.
 
 from __future__ import annotations
 
+import re
 import sys
 
 from grader.compare import FileResult
@@ -106,12 +107,13 @@ def check(namespace: dict | None = None, *, names: dict[str, str] | str | None =
     or "d_log_probs=dlogprobs,..."; `exercise` grades only that one (after `setup("exN")`, that one).
     """
     from grader.execution import DEFAULT_TIMEOUT, SubmissionError
-    from grader.grading import Loaded, grade_loaded, scope_names
+    from grader.grading import Loaded, grade_loaded, not_found, scope_names
     from grader.notebooks import all_assigned, cells_of, exercise_sources, parse_names
 
     ns = namespace if namespace is not None else _caller_namespace()
     mapping = parse_names(names) if isinstance(names, str) else dict(names or {})
-    chosen = exercise or (ns.get(MARK) if ns.get(MARK) in BY_ID else None)
+    from_setup = ns.get(MARK) if ns.get(MARK) in BY_ID else None
+    chosen = exercise or from_setup
     if chosen is not None and chosen not in BY_ID:
         return CheckResult([], f"check(): there is no exercise {chosen!r}; choose one of {', '.join(BY_ID)}")
     history = history_cells(ns)
@@ -119,14 +121,15 @@ def check(namespace: dict | None = None, *, names: dict[str, str] | str | None =
         return CheckResult([], "check() grades the cells you have run in Jupyter, Colab or IPython; "
                                "in a terminal, save the notebook and run `grade NOTEBOOK`")
     cells = cells_of(history, mapping)
-    sources = exercise_sources(cells, BY_ID, scope_names, forced=chosen)
+    # After setup("exN"), the kit's own notebook: its gradient cells are that exercise's, whatever they look like.
+    sources = exercise_sources(cells, BY_ID, scope_names, forced=from_setup if exercise is None else None)
     if chosen is not None:
         sources = [source for source in sources if source.exercise == chosen]
-    if not sources:
-        return CheckResult([], "check(): none of the cells you have run assigns a gradient of "
-                               + (f"{chosen} " if chosen else "the lecture (dlogprobs, ..., dC) ")
-                               + "yet: run your gradient cells, then check() again")
     statements = tuple(node for cell in cells if cell.tree is not None for node in cell.tree.body)
+    if not sources:
+        why = re.sub(r"--names (\S+)", r'check(names="\1")', not_found(
+            "the cells you have run", exercise=chosen, assigned=all_assigned(cells), statements=statements))
+        return CheckResult([], f"check(): {why}; run your gradient cells, then check() again")
     notes = tuple(cell.problem for cell in cells if cell.problem)
     results = []
     for source in sources:

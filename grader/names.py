@@ -68,13 +68,15 @@ _SPELLINGS = [r"d_?(?P<x>\w+)", r"(?P<x>\w+?)_?grad", r"grad_?(?P<x>\w+)", r"dL_
 
 
 def suggest(*, assigned: set[str], statements: list[ast.stmt], wanted: tuple[str, ...],
-            lecture_names: set[str], reads: set[str]) -> dict[str, str]:
+            lecture_names: set[str], reads: set[str], onto_assigned: bool = False) -> dict[str, str]:
     """old -> new: the student's names (`dx_hat`, `yb`) for the lecture's (`dbnraw`, `Yb`).
     `assigned`: every name the student's code binds; `wanted`: the gradient names not found;
-    `reads`: the names the graded code reads (a renamed forward tensor matters only there)."""
+    `reads`: the names the graded code reads (a renamed forward tensor matters only there);
+    `onto_assigned`: a gradient may be suggested even where the student assigns it already (another
+    exercise's `dlogits` for this exercise's `dlogits_fast`)."""
     forward_map = forward_renames(statements, lecture_names)
     out: dict[str, str] = {}
-    taken = set(assigned)
+    taken = set() if onto_assigned else set(assigned)
     for old in sorted(assigned - lecture_names):
         target = None
         for pattern in _SPELLINGS:

@@ -27,17 +27,17 @@ from __future__ import annotations
 import ast
 import builtins
 import json
+import re
 from dataclasses import dataclass, field
 
 from grader.execution import SubmissionError, assigned_names, parse
 
 GRADIENT_TAG = "gradient"
 ALWAYS_THERE = {"torch", "F", "nn", "math"} | set(dir(builtins))
-# The lecture's names for its data, batch, parameters list and training loop: never followed as helpers
-# (the grader provides the batch and the parameters; reading the data or the loop's state is an error).
-SCAFFOLDING = {"words", "chars", "stoi", "itos", "vocab", "build_dataset", "Xtr", "Ytr", "Xdev", "Ydev", "Xte", "Yte",
-               "X", "Y", "n1", "n2", "ix", "g", "parameters", "p", "grads", "grad", "lr", "max_steps", "i", "lossi",
-               "stepi", "cmp", "context", "random", "plt", "split_loss"}
+# The lecture's names for its data and its training state: never followed as helpers, and a statement
+# that reads them is never a helper either (the grader provides the batch and the parameters).
+DATA = {"words", "chars", "stoi", "itos", "build_dataset", "Xtr", "Ytr", "Xdev", "Ydev", "Xte", "Yte",
+        "parameters", "lossi", "stepi", "cmp", "split_loss"}
 
 
 @dataclass
@@ -77,16 +77,30 @@ def read_notebook(path: str, text: str):
 
 
 PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}  # the rest of the cell is still Python
+_HELP = re.compile(r"\??[\w.]+\?\??")  # `F.one_hot?`, `??torch.tanh`
+
+
+def _code_line(line: str) -> str:
+    """One line as Python: `%time x = ...` runs `x = ...`; other magics, shell escapes (`!pip`,
+    `files = !ls`) and help requests (`F.one_hot?`) become comments."""
+    stripped = line.lstrip()
+    indent = line[: len(line) - len(stripped)]
+    for magic in ("%time ", "%timeit "):
+        if stripped.startswith(magic):
+            return indent + stripped[len(magic):]
+    if stripped.startswith(("%", "!")) or _HELP.fullmatch(stripped.rstrip()) or re.match(r"[\w, ]+=\s*[!%]", stripped):
+        return f"# {line}"
+    return line
 
 
 def _cell_code(source: str) -> str:
-    """A code cell's source with IPython magics and shell escapes turned into comments; a cell magic
-    that makes the cell another language (`%%bash`, `%%html`) leaves nothing to grade."""
+    """A code cell's source as Python (see `_code_line`); a cell magic that makes the cell another
+    language (`%%bash`, `%%html`) leaves nothing to grade."""
     lines = str(source).splitlines()
     first = lines[0].strip() if lines else ""
     if first.startswith("%%") and first[2:].split(" ")[0] not in PYTHON_CELL_MAGICS:
         return "\n".join("# " + line for line in lines)
-    return "\n".join(f"# {line}" if line.lstrip().startswith(("%", "!")) else line for line in lines)
+    return "\n".join(_code_line(line) for line in lines)
 
 
 def parse_names(text: str | None) -> dict[str, str]:
@@ -180,8 +194,9 @@ def _free_reads(node: ast.stmt) -> set[str]:
     for child in ast.walk(node):
         if isinstance(child, ast.AugAssign):
             changed |= assigned_names(child)
-        elif isinstance(child, ast.Assign) and any(not isinstance(t, ast.Name) for t in child.targets):
-            changed |= {n for t in child.targets if not isinstance(t, ast.Name) for n in assigned_names(t)}
+        elif isinstance(child, ast.Assign):  # `x[i] = ...`, `x.attr = ...`: a change to x, which it reads
+            changed |= {n for t in child.targets for part in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])
+                        if isinstance(part, (ast.Subscript, ast.Attribute)) for n in assigned_names(part)}
         elif isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute) and child.func.attr.endswith("_"):
             changed |= assigned_names(child)
     local = set()
@@ -209,15 +224,28 @@ def _is_fresh(node: ast.stmt, name: str) -> bool:
     return plain and name not in _free_reads(node)
 
 
-def _flat(body: list[ast.stmt]) -> list[ast.stmt]:
-    """Statements, with the bodies of `with` blocks (`with torch.no_grad():`) taken as their own."""
+def _flat(body: list[ast.stmt], *, wanted: set[str] | None = None) -> list[ast.stmt]:
+    """Statements, with the bodies of `with` blocks (`with torch.no_grad():`) taken as their own; with
+    `wanted`, also the branch of an `if` that alone assigns wanted names (`if manual: ... else:
+    loss.backward()` in a training loop)."""
     out = []
     for node in body:
         if isinstance(node, (ast.With, ast.AsyncWith)):
-            out.extend(_flat(node.body))
+            out.extend(_flat(node.body, wanted=wanted))
+        elif wanted is not None and isinstance(node, ast.If):
+            branches = [b for b in (node.body, node.orelse) if any(binds(n) & wanted for n in b)]
+            out.extend(_flat(branches[0], wanted=wanted) if len(branches) == 1 else [node])
         else:
             out.append(node)
     return out
+
+
+def _walk_code(node: ast.AST):
+    """Every node inside a statement, but not inside a `def`, `lambda` or `class` it defines."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            yield from _walk_code(child)
 
 
 def _may_help(node: ast.stmt, name: str) -> bool:
@@ -248,18 +276,19 @@ class Block:
     pool: list[Stmt]
 
 
-def _training_loop(stmts: list[Stmt], ex4_targets: set[str]) -> tuple[int, ast.stmt] | None:
-    """The last loop whose body assigns at least three of exercise 4's gradients: (index, loop)."""
+def _training_loop(stmts: list[Stmt], ex4_targets: set[str], wanted: set[str]) -> tuple[int, ast.stmt] | None:
+    """The last loop whose body assigns at least three of exercise 4's gradients, the innermost when
+    such loops are nested (`for epoch ...: for step ...:`): (index of its statement, the loop)."""
+    def qualifies(loop) -> bool:
+        return len(set().union(set(), *(binds(n) for n in _flat(loop.body, wanted=wanted))) & ex4_targets) >= 3
+
     found = None
     for index, stmt in enumerate(stmts):
-        for node in [stmt.node, *ast.walk(stmt.node)]:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-                break
-            if isinstance(node, (ast.For, ast.While)):
-                assigned = set().union(set(), *(binds(n) for n in _flat(node.body)))
-                if len(assigned & ex4_targets) >= 3:
-                    found = (index, node)
-                    break
+        loops = [n for n in _walk_code(stmt.node) if isinstance(n, (ast.For, ast.While)) and qualifies(n)]
+        innermost = [loop for loop in loops if not any(other is not loop and other in set(_walk_code(loop))
+                                                       for other in loops)]
+        if innermost:
+            found = (index, innermost[-1])
     return found
 
 
@@ -276,26 +305,30 @@ def blocks(cells: list[Cell], exercises, gradient_names: set[str], forced: str |
         everything = [s for s in top if s.binds & own and not isinstance(s.node, ast.FunctionDef)]
         found = [b for b in blocks(cells, exercises, gradient_names) if b.exercise == forced]
         return found or ([Block(forced, everything, top)] if everything else [])
-    loop = _training_loop(top, set(ex4.targets))
+    loop = _training_loop(top, set(ex4.targets), gradient_names)
     if loop is not None:
         index, node = loop
-        body = [Stmt(top[index].cell, n) for n in _flat(node.body)]
-        own = set(ex4.blanks or ex4.targets) | set(ex4.targets)
-        chosen = [s for s in body if s.binds & own]
+        body = [Stmt(top[index].cell, n) for n in _flat(node.body, wanted=gradient_names)]
+        chosen = [s for s in body if s.binds & gradient_names]  # the whole chain of exercise 1, if it is that
         found.append(Block("ex4", chosen, top[:index] + body))  # helpers: from the loop, or before it
         top = top[:index] + top[index + 1:]
     g1 = set(ex1.targets)
     grads = [i for i, s in enumerate(top) if s.binds & g1 and not isinstance(s.node, ast.FunctionDef)]
+    chains = [top[i] for i in grads]
 
     def one_expression(i: int, name: str, allowed: set[str]) -> bool:
+        """Whether `top[i]`, a `name = ...` from forward tensors alone in a cell of its own, is that
+        exercise's answer rather than exercise 1's: it is exercise 1's only when the lines after it
+        use it, and no earlier `name` was used already (exercise 1 had moved past it)."""
         stmt = top[i]
         if not _is_fresh(stmt.node, name) or _free_reads(stmt.node) & (gradient_names - allowed):
             return False
         same_cell = {n for j in grads if top[j].cell is stmt.cell for n in top[j].binds & g1}
         if same_cell - {name} - allowed:  # its cell writes other gradients: it is exercise 1's
             return False
-        later = (top[j] for j in grads if j > i and top[j].binds & g1 - {name})
-        return not any(name in _free_reads(s.node) for s in later)
+        at = grads.index(i)
+        return not (_used_after(chains, at, name) and not any(
+            _used_after(chains, grads.index(j), name) for j in grads[:at] if _is_fresh(top[j].node, name)))
 
     taken: set[int] = set()
     for exercise, name, allowed in ((ex2, "dlogits", set()), (ex3, "dhprebn", {"dhpreact"})):
@@ -313,16 +346,39 @@ def blocks(cells: list[Cell], exercises, gradient_names: set[str], forced: str |
     return sorted(found, key=lambda b: b.exercise)
 
 
-def _latest_only(statements: list[Stmt], targets: set[str]) -> list[Stmt]:
-    """Without the attempts a later statement replaces: for each gradient, only from its last fresh
-    assignment on (a scratch cell, or a line that raised before it was fixed, must not count)."""
-    last_fresh: dict[str, int] = {}
-    for index, stmt in enumerate(statements):
-        for name in stmt.binds & targets:
+def _used_after(statements: list[Stmt], at: int, name: str) -> bool:
+    """Whether a statement after `statements[at]` reads `name` before `name` is assigned afresh
+    (statements that only change `name` in place do not count as reading it)."""
+    for stmt in statements[at + 1:]:
+        if name in stmt.binds:
             if _is_fresh(stmt.node, name):
-                last_fresh[name] = index
-    return [s for i, s in enumerate(statements)
-            if not (s.binds & targets) or any(i >= last_fresh.get(n, -1) for n in s.binds & targets)]
+                return False
+            continue
+        if name in _free_reads(stmt.node):
+            return True
+    return False
+
+
+def _answers(statements: list[Stmt], targets: set[str]) -> list[Stmt]:
+    """Without the attempts that do not count. A gradient assigned afresh twice (`dh = ...` again)
+    keeps the first attempt when the lines between used it (the second is a redo, as in a scratch cell
+    after the chain), else the second (the first was a try that a later cell replaced)."""
+    dropped: dict[int, set[str]] = {}
+    for name in targets:
+        fresh = [i for i, s in enumerate(statements) if name in s.binds and _is_fresh(s.node, name)]
+        if len(fresh) < 2:
+            continue
+        ends = dict(zip(fresh, fresh[1:] + [len(statements)]))
+        kept = fresh[0]
+        for later in fresh[1:]:
+            if _used_after(statements, kept, name):
+                loser = later
+            else:
+                loser, kept = kept, later
+            for i in range(loser, ends[loser]):
+                if name in statements[i].binds:
+                    dropped.setdefault(i, set()).add(name)
+    return [s for i, s in enumerate(statements) if not (s.binds & targets) or (s.binds & targets) - dropped.get(i, set())]
 
 
 def _with_helpers(block: Block, known: set[str], scope: set[str]) -> list[Stmt]:
@@ -338,8 +394,8 @@ def _with_helpers(block: Block, known: set[str], scope: set[str]) -> list[Stmt]:
         for stmt in reversed(block.pool[:before]):
             if name not in stmt.binds:
                 continue
-            if not _may_help(stmt.node, name) or stmt.binds & scope:
-                return []  # its latest value is a loop variable's, or comes with the forward pass: not a helper
+            if not _may_help(stmt.node, name) or stmt.binds & scope or _free_reads(stmt.node) & DATA:
+                return []  # its latest value is a loop variable's, or comes with the forward pass or the data
             found.append(stmt)
             if _is_fresh(stmt.node, name) or isinstance(stmt.node, (ast.FunctionDef, ast.Import, ast.ImportFrom)):
                 return found
@@ -349,7 +405,7 @@ def _with_helpers(block: Block, known: set[str], scope: set[str]) -> list[Stmt]:
         if id(stmt) in chosen:
             return
         chosen[id(stmt)] = stmt
-        for name in sorted(_free_reads(stmt.node) - known - scope - SCAFFOLDING):
+        for name in sorted(_free_reads(stmt.node) - known - scope - DATA):
             for helper in helpers(name, position[id(stmt)]):
                 add(helper)
 
@@ -392,8 +448,7 @@ def exercise_sources(cells: list[Cell], exercises, scope_of, forced: str | None 
     out = []
     for block in blocks(cells, exercises, gradient_names, forced):
         exercise = exercises[block.exercise]
-        own = set(exercise.targets) | set(exercise.blanks or ())
-        block.statements = _latest_only(block.statements, own)
+        block.statements = _answers(block.statements, gradient_names)
         scope = scope_of(exercise)
         statements = _with_helpers(block, ALWAYS_THERE | gradient_names, scope)
         out.append(assemble(statements, exercise.id))

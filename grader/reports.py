@@ -129,7 +129,7 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
             f"approx passes: within rtol {RTOL:g}, atol {ATOL:g} of autograd; the difference is floating-point rounding."
         )
     for note in result.notes:
-        out.append(f"note: {printable(note)} (assigns no gradient)")
+        out.append(f"note: {printable(note)}")
     if result.output:
         out.append("your code printed:")
         out.extend("  | " + line for line in printable(result.output, multiline=True).rstrip("\n").splitlines())

@@ -319,3 +319,107 @@ def test_names_maps_a_python_file_too(tmp_path):
     assert CliRunner().invoke(cli, [str(path)]).exit_code == 1
     result = CliRunner().invoke(cli, [str(path), "--names", "dLdlogprobs=dlogprobs"])
     assert result.exit_code == 0, result.output
+
+
+# --- what a first round of messy notebooks found ---
+
+def test_helpers_and_gradients_unpacked_from_tuples(tmp_path):
+    cells = lecture_cells({
+        "dlogits += F.one_hot(logits.max(1).indices, num_classes=logits.shape[1]) * dlogit_maxes":
+            "_, amax = logits.max(1)\ndlogits += F.one_hot(amax, num_classes=logits.shape[1]) * dlogit_maxes",
+        "for k in range(Xb.shape[0]):": "B, T = Xb.shape\nfor k in range(B):",
+        "    for j in range(Xb.shape[1]):": "    for j in range(T):",
+        "dh = dlogits @ W2.T": "dh, dW2 = dlogits @ W2.T, h.T @ dlogits",
+        "dW2 = h.T @ dlogits": "",
+    }, parts=(SETUP, ["dh = dlogits @ W2  # a first try, the wrong shape"], EXERCISE1))
+    result = grade_cells(tmp_path, cells)["ex1"]
+    assert not failing(result), failing(result)
+    assert rows(result)["dh"].cell == rows(result)["dW2"].cell == len(SETUP) + 3
+
+
+def test_a_redo_after_the_chain_used_a_gradient_does_not_replace_it(tmp_path):
+    redo = ["dhpreact = (1.0 - h**2) * dh  # again, for exercise 3\n" + EXERCISE3[1],
+            "dh = dlogits @ W2.T  # with exercise 2's dlogits, to see"]
+    cells = lecture_cells(parts=(SETUP, EXERCISE1, EXERCISE2[1:2], redo))
+    graded = grade_cells(tmp_path, cells)
+    assert sorted(graded) == ["ex1", "ex2", "ex3"] and not any(failing(r) for r in graded.values())
+    assert rows(graded["ex1"])["dh"].cell == len(SETUP) + 2 and rows(graded["ex3"])["dhprebn"].line == 2
+
+
+def test_exercises_2_and_3_above_exercise_1_are_still_found(tmp_path):
+    cells = lecture_cells(parts=(SETUP, EXERCISE2[1:2], EXERCISE3[1:2], EXERCISE1))
+    graded = grade_cells(tmp_path, cells)
+    assert sorted(graded) == ["ex1", "ex2", "ex3"] and not any(failing(r) for r in graded.values())
+    assert rows(graded["ex2"])["dlogits"].cell == len(SETUP) + 1
+
+
+def test_ipython_lines_jupyter_accepts(tmp_path):
+    cells = lecture_cells({"dW2 = h.T @ dlogits": "%time dW2 = h.T @ dlogits",
+                           "dlogits = dnorm_logits.clone()": "F.one_hot?\ndlogits = dnorm_logits.clone()",
+                           "dbngain = (bnraw * dhpreact).sum(0, keepdim=True)":
+                               "files = !ls\ndbngain = (bnraw * dhpreact).sum(0, keepdim=True)"},
+                          parts=(SETUP, EXERCISE1))
+    result = grade_cells(tmp_path, cells)["ex1"]
+    assert not failing(result) and not result.notes, (failing(result), result.notes)
+    assert (rows(result)["dW2"].cell, rows(result)["dW2"].line) == where(cells, "%time dW2 = h.T @ dlogits")
+
+
+def indented(text: str, by: str) -> str:
+    return "\n".join(by + line if line else line for line in text.splitlines())
+
+
+def test_a_training_loop_nested_in_epochs_with_a_manual_switch(tmp_path):
+    loop = EXERCISE4[0]
+    head, body = loop.split("for i in range(max_steps):\n")
+    backward, rest = body.split("        grads = [dC, dW1, db1, dW2, db2, dbngain, dbnbias]\n")
+    backward = backward.replace("    with torch.no_grad():\n", "    if manual:\n")
+    backward = backward.replace("        db1 = dhprebn.sum(0)", "        db1 = dhprebn.sum(1)")
+    rewritten = (head + "manual = True\nfor epoch in range(2):\n    for i in range(max_steps // 2):\n"
+                 + indented(backward, "    ") + "\n            grads = [dC, dW1, db1, dW2, db2, dbngain, dbnbias]\n"
+                 "        else:\n            grads = [p.grad for p in parameters]\n" + indented(rest, "    "))
+    cells = lecture_cells(parts=(SETUP, [rewritten]))
+    result = grade_cells(tmp_path, cells)["ex4"]
+    assert list(failing(result)) == ["db1"] and not result.training.passed
+    assert (rows(result)["db1"].cell, rows(result)["db1"].line) == where(cells, "            db1 = dhprebn.sum(1)")
+
+
+def test_exercise_1_s_whole_chain_inside_the_training_loop(tmp_path):
+    chain = "\n".join(indented(cell, "        ") for cell in EXERCISE1).replace("        cmp(", "        # cmp(")
+    forward = indented(SETUP[-1].split("for p in parameters:\n    p.grad = None")[0], "    ")
+    loop = EXERCISE4[0].split("    ix = torch.randint")[0] + (
+        "    ix = torch.randint(0, Xtr.shape[0], (batch_size,), generator=g)\n    Xb, Yb = Xtr[ix], Ytr[ix]\n"
+        + forward + "\n    with torch.no_grad():\n" + chain
+        + "\n        for p, grad in zip(parameters, [dC, dW1, db1, dW2, db2, dbngain, dbnbias]):\n"
+          "            p.data += -0.1 * grad\n")
+    result = grade_cells(tmp_path, lecture_cells(parts=(SETUP, [loop])))["ex4"]
+    assert all(r.status is not Status.ERROR for r in result.results), failing(result)
+    assert not result.notes, result.notes
+
+
+def test_a_cell_that_does_not_parse_is_named_once_and_plainly(tmp_path):
+    cells = lecture_cells(parts=(SETUP, ["dprobs.shape\nfor\n"], EXERCISE1))
+    result = grade_cells(tmp_path, cells)["ex1"]
+    assert result.notes == (f"cell {len(SETUP) + 1} is not valid Python (line 2: invalid syntax); it is not graded",)
+    assert not failing(result)
+
+
+def test_check_for_an_exercise_the_cells_do_not_answer_says_so():
+    cells = lecture_cells(parts=(SETUP, EXERCISE1))
+    result = check({"In": ["", *cells]}, exercise="ex2")
+    assert not result.files and "has no exercise 2" in repr(result)
+
+
+def test_a_wholly_renamed_notebook_gets_the_whole_mapping_at_once(tmp_path):
+    def theirs(text):
+        text = re.sub(r"\bd(\w+)\b", lambda m: f"d_{m.group(1)}" if "d" + m.group(1) in EX1_TARGETS else m.group(0), text)
+        return re.sub(r"\bYb\b", "yb", text)
+
+    cells = [theirs(cell) for cell in lecture_cells(parts=(SETUP, EXERCISE1))]
+    path = _write(tmp_path, cells)
+    first = CliRunner().invoke(cli, [str(path)])
+    assert first.exit_code == 2
+    mapping = re.search(r"try --names (\S+?)\.?$", first.output.strip()).group(1)
+    assert "yb=Yb" in mapping.split(",") and "d_logprobs=dlogprobs" in mapping.split(",")
+    assert CliRunner().invoke(cli, [str(path), "--names", mapping]).exit_code == 0
+    message = repr(check({"In": ["", *cells]}))
+    assert f'check(names="{mapping}")' in message
