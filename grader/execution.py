@@ -179,14 +179,27 @@ def parse(source: str, filename: str) -> ast.Module:
         raise SyntaxError(str(exc), (filename, 1, 0, "")) from None
 
 
+def global_writes(nodes) -> dict[str, set[str]]:
+    """For each function defined among `nodes`, the module names it assigns through `global`."""
+    return {node.name: {name for inner in ast.walk(node) if isinstance(inner, ast.Global) for name in inner.names}
+            for node in nodes if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def called_writes(node: ast.AST, writes: dict[str, set[str]]) -> set[str]:
+    """The module names a statement assigns by calling a function that declares them `global`."""
+    return {name for call in ast.walk(node) if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+            for name in writes.get(call.func.id, ())}
+
+
 @functools.lru_cache(maxsize=64)
 def plan(source: str, filename: str, targets: tuple[str, ...]) -> Plan:
-    """Parse a file and find, for each target, the statement that finishes it.
-    Raises `SyntaxError` for a file that is not valid Python."""
+    """Parse a file and find, for each target, the statement that finishes it (a call of a function
+    that assigns it as a `global` does). Raises `SyntaxError` for a file that is not valid Python."""
     tree = parse(source, filename)
     statements, final = [], {}
+    writes = global_writes(tree.body)
     for index, node in enumerate(tree.body):
-        assigns = frozenset(assigned_names(node) & set(targets))
+        assigns = frozenset((assigned_names(node) | called_writes(node, writes)) & set(targets))
         statements.append(
             Statement(index, node.lineno, node, assigns, _is_blank(node))
         )

@@ -70,7 +70,7 @@ def suggest_names(assigned: set[str], targets: tuple[str, ...], statements=(), r
                    lecture_names=lecture_names(), reads=set(reads), onto_assigned=onto_assigned)
 
 
-def not_found(what: str, *, exercise: str | None, assigned: set[str], statements) -> str:
+def not_found(what: str, *, exercise: str | None, assigned: set[str], statements, plural: bool = False) -> str:
     """Why nothing in a notebook (or a kernel's cells) was graded, with a --names mapping when the
     student's names look like renamings of the lecture's: one sentence."""
     targets = BY_ID[exercise].targets if exercise else tuple(dict.fromkeys(t for e in EXERCISES for t in e.targets))
@@ -84,7 +84,8 @@ def not_found(what: str, *, exercise: str | None, assigned: set[str], statements
                    f"{_what_each_exercise_looks_like(exercise)}")
     else:
         guess = suggest_names(assigned, targets, statements, reads)
-        message = f"{what} assigns none of the lecture's gradient names (dlogprobs, ..., dC)"
+        message = (f"none of {what} assigns one of the lecture's gradient names (dlogprobs, ..., dC)" if plural
+                   else f"{what} assigns none of the lecture's gradient names (dlogprobs, ..., dC)")
     return message + (f"; if those are your names for them, try --names {mapping_text(guess)}" if guess else "")
 
 

@@ -128,7 +128,8 @@ def check(namespace: dict | None = None, *, names: dict[str, str] | str | None =
     statements = tuple(node for cell in cells if cell.tree is not None for node in cell.tree.body)
     if not sources:
         why = re.sub(r"--names (\S+)", r'check(names="\1")', not_found(
-            "the cells you have run", exercise=chosen, assigned=all_assigned(cells), statements=statements))
+            "the cells you have run", exercise=chosen, assigned=all_assigned(cells), statements=statements,
+            plural=True))
         return CheckResult([], f"check(): {why}; run your gradient cells, then check() again")
     notes = tuple(cell.problem for cell in cells if cell.problem)
     results = []

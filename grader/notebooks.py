@@ -30,7 +30,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from grader.execution import SubmissionError, assigned_names, parse
+from grader.execution import SubmissionError, assigned_names, called_writes, global_writes, parse
 
 GRADIENT_TAG = "gradient"
 ALWAYS_THERE = {"torch", "F", "nn", "math"} | set(dir(builtins))
@@ -169,14 +169,16 @@ def notebook_cells(notebook, names: dict[str, str] | None = None) -> list[Cell]:
 
 @dataclass(frozen=True)
 class Stmt:
-    """A statement of a cell (at its top level, or in a training loop's body)."""
+    """A statement of a cell (at its top level, or in a training loop's body); `calls` are the names
+    it assigns by calling a function of the notebook that declares them `global`."""
 
     cell: Cell
     node: ast.stmt
+    calls: frozenset[str] = frozenset()
 
     @property
     def binds(self) -> set[str]:
-        return binds(self.node)
+        return binds(self.node) | self.calls
 
 
 def binds(node: ast.stmt) -> set[str]:
@@ -298,7 +300,9 @@ def blocks(cells: list[Cell], exercises, gradient_names: set[str], forced: str |
     `forced`: the exercise the notebook is known to answer (`setup("ex4")`): when no block looks
     like it, every statement that assigns one of its gradients is its block."""
     ex1, ex2, ex3, ex4 = (exercises[i] for i in ("ex1", "ex2", "ex3", "ex4"))
-    top = [Stmt(cell, node) for cell in cells if cell.tree is not None for node in _flat(cell.tree.body)]
+    nodes = [(cell, node) for cell in cells if cell.tree is not None for node in _flat(cell.tree.body)]
+    writes = global_writes(node for _, node in nodes)
+    top = [Stmt(cell, node, frozenset(called_writes(node, writes))) for cell, node in nodes]
     found: list[Block] = []
     if forced is not None:
         own = set(exercises[forced].targets) | set(exercises[forced].blanks or ())
@@ -308,7 +312,8 @@ def blocks(cells: list[Cell], exercises, gradient_names: set[str], forced: str |
     loop = _training_loop(top, set(ex4.targets), gradient_names)
     if loop is not None:
         index, node = loop
-        body = [Stmt(top[index].cell, n) for n in _flat(node.body, wanted=gradient_names)]
+        body = [Stmt(top[index].cell, n, frozenset(called_writes(n, writes)))
+                for n in _flat(node.body, wanted=gradient_names)]
         chosen = [s for s in body if s.binds & gradient_names]  # the whole chain of exercise 1, if it is that
         found.append(Block("ex4", chosen, top[:index] + body))  # helpers: from the loop, or before it
         top = top[:index] + top[index + 1:]

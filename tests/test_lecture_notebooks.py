@@ -423,3 +423,16 @@ def test_a_wholly_renamed_notebook_gets_the_whole_mapping_at_once(tmp_path):
     assert CliRunner().invoke(cli, [str(path), "--names", mapping]).exit_code == 0
     message = repr(check({"In": ["", *cells]}))
     assert f'check(names="{mapping}")' in message
+
+
+def test_gradients_a_called_function_assigns_as_globals(tmp_path):
+    layer = ("def layer2_backward():\n    global dh, dW2, db2\n    dh = dlogits @ W2.T\n    dW2 = h.T @ dlogits\n"
+             "    db2 = dlogits.sum(0)\n")
+    cells = lecture_cells({"dh = dlogits @ W2.T": "layer2_backward()", "dW2 = h.T @ dlogits": "",
+                           "db2 = dlogits.sum(0)": ""}, parts=(SETUP, [layer], EXERCISE1))
+    result = grade_cells(tmp_path, cells)["ex1"]
+    assert not failing(result), failing(result)
+    assert {(rows(result)[n].cell, rows(result)[n].line) for n in ("dh", "dW2", "db2")} == {
+        where(cells, "layer2_backward()")}
+    uncalled = lecture_cells(parts=(SETUP, [layer.replace("W2.T", "W2")], EXERCISE1))
+    assert not failing(grade_cells(tmp_path, uncalled)["ex1"])  # defined, never called: not the answer
