@@ -70,14 +70,15 @@ def where(r) -> str:
     return f"cell {r.cell}, line {r.line}" if r.cell else f"line {r.line}"
 
 
-def start_with(result: FileResult, *, code=lambda text: f"`{text}`") -> str | None:
-    """`start with `dbnvar`, cell 4, line 3 · `grade hint dbnvar` explains it`, or None when all pass."""
+def start_with(result: FileResult, *, code=lambda text: f"`{text}`", ask="grade hint {}") -> str | None:
+    """`start with `dbnvar`, cell 4, line 3 · `grade hint dbnvar` explains it`, or None when all pass.
+    `ask`: how to ask for the long hint (in Jupyter, `hint("dbnvar")`)."""
     start = first_to_fix(result)
     if start is None:
         return None
     place = where(start)
     return f"start with {code(start.name)}" + (f", {place}" if place else "") + (
-        f" · {code('grade hint ' + start.name)} explains it" if start.about else "")
+        f" · {code(ask.format(start.name))} explains it" if start.about else "")
 
 
 def summary_line(result: FileResult) -> str:
@@ -213,14 +214,14 @@ def html_report(result: FileResult, *, message: str | None = None) -> str:
         rows.append(
             f"<tr><td><code>{escape(r.name)}</code></td>"
             f"<td style='color:{colour};font-weight:bold'>{r.status.value}</td>"
-            f"<td>{_maxdiff(r.maxdiff)}</td><td>{escape(where(r))}</td>"
+            f"<td>{_maxdiff(r.maxdiff)}</td><td style='white-space:nowrap'>{escape(where(r))}</td>"
             f"<td style='text-align:left'>{notes}</td></tr>"
         )
     title = escape(result.file) + (f" · {escape(result.exercise)}" if result.exercise else "")
     after = [escape(summary_line(result))]
     if result.training is not None:
         after.insert(0, escape(result.training.describe()))
-    start = start_with(result, code=lambda text: f"<code>{escape(text)}</code>")
+    start = start_with(result, code=lambda text: f"<code>{escape(text)}</code>", ask='hint("{}")')
     if start:
         after.append(start)
     if result.names:

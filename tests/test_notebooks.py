@@ -123,7 +123,8 @@ def test_check_grades_the_cells_the_kernel_ran():
     assert row.status is Status.FAIL and "keepdim=True" in row.hint  # the lecture's cmp() would say exact
     cell, line = where(cells, "dbnmeani = (-dbndiff).sum(0)")
     html = wrong._repr_html_()
-    assert "keepdim" in html and "25/26 passing" in html and f"start with <code>dbnmeani</code>, cell {cell}, line {line}" in html
+    assert "keepdim" in html and "25/26 passing" in html
+    assert f"start with <code>dbnmeani</code>, cell {cell}, line {line} · <code>hint(&quot;dbnmeani&quot;)</code>" in html
 
 
 def test_check_follows_a_mapping_and_explains_an_empty_notebook():
