@@ -436,3 +436,15 @@ def test_gradients_a_called_function_assigns_as_globals(tmp_path):
         where(cells, "layer2_backward()")}
     uncalled = lecture_cells(parts=(SETUP, [layer.replace("W2.T", "W2")], EXERCISE1))
     assert not failing(grade_cells(tmp_path, uncalled)["ex1"])  # defined, never called: not the answer
+
+
+def test_a_renamed_size_is_suggested_from_the_students_own_forward_pass(tmp_path):
+    cells = lecture_cells({"batch_size = 32": "BATCH_SIZE = 32", "n = batch_size": "n = BATCH_SIZE",
+                           "ix = torch.randint(0, Xtr.shape[0], (batch_size,), generator=g)":
+                               "ix = torch.randint(0, Xtr.shape[0], (BATCH_SIZE,), generator=g)",
+                           "dlogprobs[range(n), Yb] = -1.0 / n": "dlogprobs[range(BATCH_SIZE), Yb] = -1.0 / BATCH_SIZE"},
+                          parts=(SETUP, EXERCISE1))
+    path = _write(tmp_path, cells)
+    result = CliRunner().invoke(cli, [str(path)])
+    assert "dlogprobs        fail" in result.output and "grade again with --names BATCH_SIZE=batch_size" in result.output
+    assert CliRunner().invoke(cli, [str(path), "--names", "BATCH_SIZE=batch_size"]).exit_code == 0
