@@ -137,7 +137,7 @@ def check(namespace: dict | None = None, *, names: dict[str, str] | str | None =
         loaded = Loaded(source.source, BY_ID[source.exercise], source.origin, frozenset(all_assigned(cells)),
                         notes, statements)
         try:
-            results.append(grade_loaded(loaded, filename="notebook", timeout=timeout or DEFAULT_TIMEOUT,
+            results.append(grade_loaded(loaded, filename="the cells you have run", timeout=timeout or DEFAULT_TIMEOUT,
                                         settings=_settings()))
         except SubmissionError as exc:
             return CheckResult(results, f"check(): {exc}")
@@ -171,9 +171,10 @@ def hint(name: str) -> Hint:
     from grader.exercises import EXERCISES
     from grader.hints import hint_for
 
+    asked = name
     name = name if name.startswith("d") else "d" + name
     found = hint_for(name)
     if found is None:
         names = sorted({t for exercise in EXERCISES for t in exercise.targets})
-        raise ValueError(f"there is no hint for {name!r}; ask for one of {', '.join(names)}")
+        raise ValueError(f"there is no hint for {asked!r}; ask for one of {', '.join(names)}")
     return Hint(name, found.short, found.long)

@@ -351,39 +351,50 @@ def blocks(cells: list[Cell], exercises, gradient_names: set[str], forced: str |
     return sorted(found, key=lambda b: b.exercise)
 
 
-def _used_after(statements: list[Stmt], at: int, name: str) -> bool:
+def _used_after(statements: list[Stmt], at: int, name: str, ignored=frozenset()) -> bool:
     """Whether a statement after `statements[at]` reads `name` before `name` is assigned afresh
-    (statements that only change `name` in place do not count as reading it)."""
-    for stmt in statements[at + 1:]:
+    (statements that only change `name` in place, and those at `ignored` positions, do not count)."""
+    for position in range(at + 1, len(statements)):
+        stmt = statements[position]
         if name in stmt.binds:
             if _is_fresh(stmt.node, name):
                 return False
             continue
-        if name in _free_reads(stmt.node):
+        if position not in ignored and name in _free_reads(stmt.node):
             return True
     return False
 
 
 def _answers(statements: list[Stmt], targets: set[str]) -> list[Stmt]:
-    """Without the attempts that do not count. A gradient assigned afresh twice (`dh = ...` again)
-    keeps the first attempt when the lines between used it (the second is a redo, as in a scratch cell
-    after the chain), else the second (the first was a try that a later cell replaced)."""
-    dropped: dict[int, set[str]] = {}
-    for name in targets:
-        fresh = [i for i, s in enumerate(statements) if name in s.binds and _is_fresh(s.node, name)]
-        if len(fresh) < 2:
-            continue
-        ends = dict(zip(fresh, fresh[1:] + [len(statements)]))
-        kept = fresh[0]
-        for later in fresh[1:]:
-            if _used_after(statements, kept, name):
-                loser = later
-            else:
-                loser, kept = kept, later
-            for i in range(loser, ends[loser]):
-                if name in statements[i].binds:
-                    dropped.setdefault(i, set()).add(name)
-    return [s for i, s in enumerate(statements) if not (s.binds & targets) or (s.binds & targets) - dropped.get(i, set())]
+    """Without the attempts that do not count. A gradient assigned afresh more than once (`dh = ...`
+    again) keeps its last attempt, unless a line that counts used an earlier one before the next (then
+    the later ones are redos, as in a scratch cell after the chain). So a cell run again whole (a
+    fixed chain, in a kernel's history) replaces its first run line by line, while a try that a later
+    cell replaced never counts."""
+    fresh = {name: [i for i, s in enumerate(statements) if name in s.binds and _is_fresh(s.node, name)]
+             for name in targets}
+    chosen = {name: len(starts) - 1 for name, starts in fresh.items() if len(starts) > 1}
+
+    def dropped() -> dict[int, set[str]]:
+        out: dict[int, set[str]] = {}
+        for name, keep in chosen.items():
+            starts = fresh[name]
+            for k, (start, end) in enumerate(zip(starts, starts[1:] + [len(statements)])):
+                for i in range(start, end):
+                    if k != keep and name in statements[i].binds:
+                        out.setdefault(i, set()).add(name)
+        return out
+
+    changed = True
+    while changed:  # earlier attempts only ever come back, so this ends
+        changed, gone = False, dropped()
+        ignored = {i for i, names in gone.items() if not (statements[i].binds & targets) - names}
+        for name, keep in chosen.items():
+            used = next((k for k in range(keep) if _used_after(statements, fresh[name][k], name, ignored)), None)
+            if used is not None:
+                chosen[name], changed = used, True
+    gone = dropped()
+    return [s for i, s in enumerate(statements) if not (s.binds & targets) or (s.binds & targets) - gone.get(i, set())]
 
 
 def _with_helpers(block: Block, known: set[str], scope: set[str]) -> list[Stmt]:

@@ -200,6 +200,13 @@ HTML_COLOURS = {
 }
 
 
+def _html_text(text: str) -> str:
+    """A hint as HTML: escaped, with its `code` in code type."""
+    from html import escape
+
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text, quote=False))
+
+
 def html_report(result: FileResult, *, message: str | None = None) -> str:
     """The same report as `text_report`, as HTML for Jupyter: the table with each line's cell and
     line, the summary, the first thing to fix, and a --names suggestion when there is one."""
@@ -210,7 +217,7 @@ def html_report(result: FileResult, *, message: str | None = None) -> str:
     rows = []
     for r in result.results:
         colour = HTML_COLOURS[r.status]
-        notes = "<br>".join(escape(text) for text in (r.hint, r.about, r.warning) if text)
+        notes = "<br>".join(_html_text(text) for text in (r.hint, r.about, r.warning) if text)
         rows.append(
             f"<tr><td><code>{escape(r.name)}</code></td>"
             f"<td style='color:{colour};font-weight:bold'>{r.status.value}</td>"

@@ -248,8 +248,8 @@ def test_hint_in_the_notebook_explains_a_gradient():
     bank = hint_for("dbndiff2")
     assert repr(hint("dbndiff2")) == f"dbndiff2: {bank.short}\n\n{bank.long}" and "Bessel" in bank.long
     assert "<code>dbndiff2</code>" in hint("bndiff2")._repr_html_()
-    with pytest.raises(ValueError, match="no hint for 'dnothing'"):
-        hint("dnothing")
+    with pytest.raises(ValueError, match="no hint for 'nothing'"):
+        hint("nothing")
 
 
 def test_a_class_of_lecture_notebooks_is_graded_exercise_by_exercise(tmp_path):
@@ -448,3 +448,17 @@ def test_a_renamed_size_is_suggested_from_the_students_own_forward_pass(tmp_path
     result = CliRunner().invoke(cli, [str(path)])
     assert "dlogprobs        fail" in result.output and "grade again with --names BATCH_SIZE=batch_size" in result.output
     assert CliRunner().invoke(cli, [str(path), "--names", "BATCH_SIZE=batch_size"]).exit_code == 0
+
+
+@pytest.mark.parametrize("mistake", ["dprobs = dlogprobs / prob", "dprobs = dlogprobs / probs * 2"])
+def test_a_cell_run_again_after_a_fix_counts_as_its_last_run(tmp_path, mistake):
+    first, second = lecture_cells(parts=(EXERCISE1,))
+    broken = first.replace("dprobs = dlogprobs / probs", mistake)
+    history = ["", *SETUP, broken, first, second]
+    checked = check({"In": history})
+    assert checked.passed, [(r.name, r.status, r.hint) for r in checked.results if not r.status.passed]
+    assert {r.cell for r in checked.results} == {len(SETUP) + 2, len(SETUP) + 3}  # the fixed run's counts
+    graded = grade_cells(tmp_path, [*SETUP, first, second], counts=[*range(1, len(SETUP) + 1), len(SETUP) + 2,
+                                                                  len(SETUP) + 3])["ex1"]
+    assert [(r.name, r.status, r.cell, r.line) for r in checked.results] == [
+        (r.name, r.status, r.cell, r.line) for r in graded.results]

@@ -7,7 +7,6 @@ import re
 
 import nbformat
 import pytest
-import torch
 from click.testing import CliRunner
 
 from grader import check, setup
@@ -15,7 +14,6 @@ from grader.cli import cli
 from grader.compare import Status
 from grader.exercises import EX1, EXERCISES
 from grader.grading import grade_file
-from grader.network import forward, reference
 from grader.stubs import generate_notebook, notebook_path
 
 from conftest import SOLUTION
@@ -144,7 +142,7 @@ def test_check_follows_a_mapping_and_explains_an_empty_notebook():
 def test_setup_then_check_in_a_fresh_namespace():
     namespace: dict = {}
     assert "26 gradients to write" in setup("ex1", namespace)
-    cells = [f"setup('ex1')", "\n".join(ANSWERS[t] for t in EX1.targets)]
+    cells = ["setup('ex1')", "\n".join(ANSWERS[t] for t in EX1.targets)]
     namespace["In"] = ["", *cells]
     assert check(namespace).passed
     namespace["In"].append("dh = dh.T")
