@@ -153,6 +153,7 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = (), first_uid: int 
                 reap(pid)
                 if uid is not None:
                     kill_user(uid)
+            shutil.rmtree(base, ignore_errors=True)  # the working folders, which `grade FILE` would leave in /tmp
             os._exit(0)
         if request.get("t") == "spawn":
             job, timeout = request["job"], request.get("timeout")

@@ -107,3 +107,17 @@ def test_the_installed_command_runs_and_sets_the_exit_code():
     done = subprocess.run([sys.executable, "-c", "from grader.cli import main; main()", "missing.py"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip() == "Error: missing.py does not exist."
+
+
+def test_grading_a_file_leaves_nothing_behind_in_the_temporary_folder(tmp_path):
+    import os
+    import time
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", "from grader.cli import main; main()", str(EX1.solution_path)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 10  # the worker tidies up as it sees the grader go
+    while list(tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.iterdir()) == []
