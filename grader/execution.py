@@ -179,10 +179,31 @@ def parse(source: str, filename: str) -> ast.Module:
         raise SyntaxError(str(exc), (filename, 1, 0, "")) from None
 
 
+def statement_binds(node: ast.stmt) -> set[str]:
+    """The names a top-level statement binds: a `def` or `class` binds its own name, not what its
+    body assigns (a local `dprobs` in a helper function is not the answer)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    return assigned_names(node)
+
+
 def global_writes(nodes) -> dict[str, set[str]]:
-    """For each function defined among `nodes`, the module names it assigns through `global`."""
-    return {node.name: {name for inner in ast.walk(node) if isinstance(inner, ast.Global) for name in inner.names}
-            for node in nodes if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    """For each function defined among `nodes`, the module names it assigns through `global`, itself
+    or through the functions of `nodes` it calls."""
+    functions = [node for node in nodes if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    writes = {}
+    for function in functions:
+        declared = {name for inner in ast.walk(function) if isinstance(inner, ast.Global) for name in inner.names}
+        writes[function.name] = declared & set().union(set(), *(assigned_names(n) for n in function.body))
+    changed = True
+    while changed:  # a function that calls one that writes globals writes them too
+        changed = False
+        for function in functions:
+            more = called_writes(function, writes) - writes[function.name]
+            if more:
+                writes[function.name] |= more
+                changed = True
+    return writes
 
 
 def called_writes(node: ast.AST, writes: dict[str, set[str]]) -> set[str]:
@@ -199,7 +220,7 @@ def plan(source: str, filename: str, targets: tuple[str, ...]) -> Plan:
     statements, final = [], {}
     writes = global_writes(tree.body)
     for index, node in enumerate(tree.body):
-        assigns = frozenset((assigned_names(node) | called_writes(node, writes)) & set(targets))
+        assigns = frozenset((statement_binds(node) | called_writes(node, writes)) & set(targets))
         statements.append(
             Statement(index, node.lineno, node, assigns, _is_blank(node))
         )

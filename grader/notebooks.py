@@ -30,7 +30,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from grader.execution import SubmissionError, assigned_names, called_writes, global_writes, parse
+from grader.execution import (
+    SubmissionError, assigned_names, called_writes, global_writes, parse, statement_binds,
+)
 
 GRADIENT_TAG = "gradient"
 ALWAYS_THERE = {"torch", "F", "nn", "math"} | set(dir(builtins))
@@ -181,11 +183,7 @@ class Stmt:
         return binds(self.node) | self.calls
 
 
-def binds(node: ast.stmt) -> set[str]:
-    """The names a statement binds or changes in place, not counting what a `def` body assigns."""
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return {node.name}
-    return assigned_names(node)
+binds = statement_binds  # the names a statement binds or changes in place, not what a `def` body assigns
 
 
 def _free_reads(node: ast.stmt) -> set[str]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from grader.compare import Status
 
-from conftest import by_name, grade_text, replace_line
+from conftest import SOLUTION, by_name, grade_text, replace_line
 
 
 def statuses(result) -> dict:
@@ -141,3 +143,25 @@ def test_a_file_is_graded_in_one_student_process_chained_and_float64_runs_includ
     assert statuses(result)["dW2"] is Status.FAIL and statuses(result)["dhpreact"] is Status.APPROX
     assert "float64" in by_name(result)["dhpreact"].hint  # the float64 run did happen
     assert spawned == ["execute"]
+
+
+GLOBALS = {  # what replaces `dh = dlogits @ W2.T`, and where `dh` is then answered (None: missing)
+    "never called": ("def never():\n    global dh\n    dh = dlogits @ W2.T", None),
+    "called through another": ("def inner():\n    global dh\n    dh = dlogits @ W2.T\ndef outer():\n    inner()\n"
+                               "outer()", "outer()"),
+    "called, only reads it": ("dh = dlogits @ W2.T\ndef show():\n    global dh\n    print(dh.shape)\nshow()",
+                              "dh = dlogits @ W2.T"),
+    "a local of the same name": ("dh = dlogits @ W2.T\ndef helper(x):\n    dh = x * 2\n    return dh\n"
+                                 "tmp = helper(dlogits)", "dh = dlogits @ W2.T"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GLOBALS))
+def test_a_function_answers_a_gradient_only_when_called_and_assigning_it_as_a_global(case):
+    text, answered_at = GLOBALS[case]
+    source = replace_line(SOLUTION, "dh = ", text)
+    row = next(r for r in grade_text(source).results if r.name == "dh")
+    if answered_at is None:
+        assert row.status is Status.MISSING and row.line is None
+    else:
+        assert row.status is Status.EXACT and source.splitlines()[row.line - 1] == answered_at
