@@ -76,7 +76,7 @@ class Submission:
     name: str  # the path shown in reports, relative to the submissions
     exercise: Exercise | None = None
     digest: str = ""
-    loaded: Loaded | None = None  # what `load_submission` read, when the file could be read
+    loaded: Loaded | None = None  # what `load_submissions` read for this exercise, when the file could be read
     problem: str | None = None  # why the file cannot be graded (then it scores 0 with this error)
 
     @property
@@ -126,7 +126,7 @@ def _load(data: bytes, filename: str, name: str, scratch: Path) -> tuple[list[Lo
     lecture notebook may answer all four). A file that cannot be read or parsed but is named after
     an exercise is that exercise's `error`; one that is neither is unrecognised.
 
-    `load_submission` reads a path: it gets a private copy of the bytes already read (and hashed),
+    `load_submissions` reads a path: it gets a private copy of the bytes already read (and hashed),
     so what is graded is what was checked, whatever happens to the original meanwhile."""
     from grader.exercises import recognise
     from grader.grading import load_submissions

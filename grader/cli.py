@@ -273,18 +273,18 @@ def _overview(*, directory: str, timeout: float, as_json: bool, settings) -> Non
 
 def _train(*, paths, steps, exercise) -> None:
     """`--train`: the lecture's full optimisation on the student's exercise 4 gradients."""
-    from grader.grading import load_submission
+    from grader.grading import load_submissions
     from grader.reports import training_report
     from grader.training import FULL_RUN, full_training
 
     if len(paths) != 1:
         raise click.UsageError("--train takes exactly one file")
     try:
-        # A lecture notebook answers several exercises; the one that trains is exercise 4.
-        wanted = exercise or ("ex4" if str(paths[0]).endswith(".ipynb") else None)
-        loaded = load_submission(path=paths[0], exercise=wanted)
+        found = load_submissions(path=paths[0], exercise=exercise)
     except SubmissionError as exc:
         raise BadInput(str(exc)) from None
+    # A lecture notebook answers several exercises; the one that trains is exercise 4.
+    loaded = next((one for one in found if one.exercise.kind == "training"), found[0])
     source, chosen = loaded.source, loaded.exercise
     if chosen.kind != "training":
         raise click.UsageError(f"--train is for exercise 4; {paths[0]} answers {chosen.id}")

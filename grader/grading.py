@@ -50,14 +50,15 @@ def mapping_text(mapping: dict[str, str]) -> str:
     return ",".join(f"{old}={new}" for old, new in mapping.items())
 
 
-def lecture_names() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def lecture_names() -> frozenset[str]:
     """Every name the lecture gives a meaning: gradients, forward tensors, parameters, the batch, sizes."""
-    from grader.names import _lecture_statements
+    from grader.names import lecture_statements
     from grader.network import PARAMETER_NAMES
 
     names = {t for e in EXERCISES for t in (*e.targets, *(e.blanks or ()))} | set(PARAMETER_NAMES)
     names |= {"n", "batch_size", "vocab_size", "block_size", "n_embd", "n_hidden", "Xb", "Yb", "loss"}
-    return names | {n for node in _lecture_statements() for n in assigned_names(node)}
+    return frozenset(names | {n for node in lecture_statements() for n in assigned_names(node)})
 
 
 def suggest_names(assigned: set[str], targets: tuple[str, ...], statements=(), reads: set[str] = frozenset(),
@@ -296,25 +297,36 @@ def load_submissions(*, path: str | Path, exercise: str | None = None, names: di
             statements = ()
         return [Loaded(text, resolve_exercise(source=text, path=path, exercise=exercise),
                        assigned=frozenset(assigned_in(text)), statements=statements)]
-    from grader.notebooks import all_assigned, exercise_sources, notebook_cells, read_notebook, tagged_source
+    from grader.notebooks import notebook_cells, read_notebook, tagged_source
 
     notebook = read_notebook(path, text)
     tagged = tagged_source(notebook)
     cells = notebook_cells(notebook, names)
-    statements = tuple(node for cell in cells if cell.tree is not None for node in cell.tree.body)
-    assigned = frozenset(all_assigned(cells))
-    notes = tuple(cell.problem for cell in cells if cell.problem)
     if tagged is not None:
         chosen = resolve_exercise(source=tagged.source, path=path, exercise=exercise)
-        return [Loaded(tagged.source, chosen, tagged.origin, frozenset(assigned_in(tagged.source)), notes,
-                       statements)]
+        statements = tuple(node for cell in cells if cell.tree is not None for node in cell.tree.body)
+        return [Loaded(tagged.source, chosen, tagged.origin, frozenset(assigned_in(tagged.source)),
+                       tuple(cell.problem for cell in cells if cell.problem), statements)]
     if exercise is not None and exercise not in BY_ID:
         raise SubmissionError(f"there is no exercise {exercise!r}; choose one of {', '.join(BY_ID)}")
-    found = exercise_sources(cells, BY_ID, scope_names)
+    return loaded_from_cells(cells, what=path, exercise=exercise)
+
+
+def loaded_from_cells(cells, *, what: str, exercise: str | None = None, forced: str | None = None,
+                      plural: bool = False) -> list[Loaded]:
+    """One `Loaded` per exercise block of a notebook's cells (or a kernel's), `exercise` only when
+    given; `forced`: see `notebooks.blocks`. Raises `SubmissionError` naming `what` when there is none."""
+    from grader.notebooks import all_assigned, exercise_sources
+
+    statements = tuple(node for cell in cells if cell.tree is not None for node in cell.tree.body)
+    assigned = frozenset(all_assigned(cells))
+    found = exercise_sources(cells, BY_ID, scope_names, forced=forced)
     if exercise is not None:
         found = [source for source in found if source.exercise == exercise]
     if not found:
-        raise SubmissionError(not_found(path, exercise=exercise, assigned=set(assigned), statements=statements))
+        raise SubmissionError(not_found(what, exercise=exercise, assigned=set(assigned), statements=statements,
+                                        plural=plural))
+    notes = tuple(cell.problem for cell in cells if cell.problem)
     return [Loaded(source.source, BY_ID[source.exercise], source.origin, assigned, notes, statements)
             for source in found]
 
@@ -326,12 +338,6 @@ def _what_each_exercise_looks_like(exercise: str) -> str:
         "ex3": "it is a `dhprebn = ...` from `dhpreact`, in a cell of its own",
         "ex4": "it is the backward pass inside a training loop (for ...: ... dW1 = ...)",
     }[exercise]
-
-
-def load_submission(*, path: str | Path, exercise: str | None = None, names: dict[str, str] | None = None) -> Loaded:
-    """The one exercise a file answers (the first, for a notebook that answers several).
-    Raises `SubmissionError` (one sentence)."""
-    return load_submissions(path=path, exercise=exercise, names=names)[0]
 
 
 def cell_where(origin: dict[int, tuple[int, int]], line: int) -> tuple[int | None, int]:
@@ -374,7 +380,7 @@ def grade_path(*, path: str | Path, exercise: str | None = None, timeout: float 
 
 
 def grade_loaded(loaded: Loaded, *, filename: str, timeout: float, settings: Settings) -> FileResult:
-    """Grade what `load_submission` read, and report it against the file as the student sees it."""
+    """Grade what `load_submissions` read, and report it against the file as the student sees it."""
     result = grade_source(source=loaded.source, filename=filename, exercise=loaded.exercise,
                           timeout=timeout, settings=settings)
     result = _suggest_for_missing(result, loaded)

@@ -106,9 +106,10 @@ def check(namespace: dict | None = None, *, names: dict[str, str] | str | None =
     `names` maps the notebook's own names to the lecture's: {"d_log_probs": "dlogprobs"}
     or "d_log_probs=dlogprobs,..."; `exercise` grades only that one (after `setup("exN")`, that one).
     """
+    from grader.compare import Settings
     from grader.execution import DEFAULT_TIMEOUT, SubmissionError
-    from grader.grading import Loaded, grade_loaded, not_found, scope_names
-    from grader.notebooks import all_assigned, cells_of, exercise_sources, parse_names
+    from grader.grading import grade_loaded, loaded_from_cells
+    from grader.notebooks import cells_of, parse_names
 
     ns = namespace if namespace is not None else _caller_namespace()
     mapping = parse_names(names) if isinstance(names, str) else dict(names or {})
@@ -121,33 +122,22 @@ def check(namespace: dict | None = None, *, names: dict[str, str] | str | None =
         return CheckResult([], "check() grades the cells you have run in Jupyter, Colab or IPython; "
                                "in a terminal, save the notebook and run `grade NOTEBOOK`")
     cells = cells_of(history, mapping)
-    # After setup("exN"), the kit's own notebook: its gradient cells are that exercise's, whatever they look like.
-    sources = exercise_sources(cells, BY_ID, scope_names, forced=from_setup if exercise is None else None)
-    if chosen is not None:
-        sources = [source for source in sources if source.exercise == chosen]
-    statements = tuple(node for cell in cells if cell.tree is not None for node in cell.tree.body)
-    if not sources:
-        why = re.sub(r"--names (\S+)", r'check(names="\1")', not_found(
-            "the cells you have run", exercise=chosen, assigned=all_assigned(cells), statements=statements,
-            plural=True))
+    try:
+        # After setup("exN"), the kit's own notebook: its gradient cells are that exercise's, whatever they look like.
+        loads = loaded_from_cells(cells, what="the cells you have run", exercise=chosen, plural=True,
+                                  forced=from_setup if exercise is None else None)
+    except SubmissionError as exc:
+        why = re.sub(r"--names (\S+)", r'check(names="\1")', str(exc))
         return CheckResult([], f"check(): {why}; run your gradient cells, then check() again")
-    notes = tuple(cell.problem for cell in cells if cell.problem)
     results = []
-    for source in sources:
-        loaded = Loaded(source.source, BY_ID[source.exercise], source.origin, frozenset(all_assigned(cells)),
-                        notes, statements)
+    for loaded in loads:
         try:
-            results.append(grade_loaded(loaded, filename="the cells you have run", timeout=timeout or DEFAULT_TIMEOUT,
-                                        settings=_settings()))
+            results.append(grade_loaded(loaded, filename="the cells you have run",
+                                        timeout=timeout or DEFAULT_TIMEOUT, settings=Settings()))
         except SubmissionError as exc:
             return CheckResult(results, f"check(): {exc}")
     return CheckResult(results)
 
-
-def _settings():
-    from grader.compare import Settings
-
-    return Settings()
 
 
 class Hint:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import re
 from collections import Counter
 
@@ -21,32 +22,26 @@ from grader.network import forward, forward_fused, forward_source
 _SETUP = ["n = batch_size", "Xb, Yb = Xtr[ix], Ytr[ix]", "ix = torch.randint(0, Xtr.shape[0], (batch_size,), generator=g)"]
 
 
-def _lecture_statements() -> list[ast.stmt]:
+@functools.lru_cache(maxsize=1)
+def lecture_statements() -> tuple[ast.stmt, ...]:
+    """The lecture's statements around and in its forward passes, parsed once."""
     lines = _SETUP + forward_source(forward) + forward_source(forward_fused)
-    return [node for line in lines if line.strip() and not line.lstrip().startswith("#")
-            for node in ast.parse(line.split("  #")[0]).body]
+    return tuple(node for line in lines if line.strip() and not line.lstrip().startswith("#")
+                 for node in ast.parse(line.split("  #")[0]).body)
 
 
 def _shape(node: ast.AST) -> str:
     """A statement with every name blanked: two statements of the same shape do the same operations."""
-    class Blank(ast.NodeTransformer):
-        def visit_Name(self, name):
-            return ast.copy_location(ast.Name(id="_", ctx=name.ctx), name)
-
-    return ast.dump(Blank().visit(_copy(node)), annotate_fields=False)
-
-
-def _copy(node: ast.AST) -> ast.AST:
-    return ast.parse(ast.unparse(node)).body[0] if isinstance(node, ast.stmt) else node
+    return re.sub(r"Name\('[^']*'", "Name('_'", ast.dump(node, annotate_fields=False))
 
 
 def _names_in_order(node: ast.AST) -> list[str]:
-    return [n.id for n in ast.walk(_copy(node)) if isinstance(n, ast.Name)]
+    return [n.id for n in ast.walk(node) if isinstance(n, ast.Name)]
 
 
 def forward_renames(statements: list[ast.stmt], lecture_names: set[str]) -> dict[str, str]:
     """The student's names for the lecture's forward tensors and sizes, from aligned statements."""
-    lecture = _lecture_statements()
+    lecture = lecture_statements()
     theirs = [s for s in statements if isinstance(s, (ast.Assign, ast.AugAssign, ast.AnnAssign))]
     votes: Counter = Counter()
     matcher = difflib.SequenceMatcher(None, [_shape(s) for s in theirs], [_shape(s) for s in lecture],

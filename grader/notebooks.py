@@ -14,8 +14,8 @@ Two kinds of notebook are graded:
   A block holds its gradient statements and the helper assignments they read, and
   nothing else: never the forward pass, the data, the parameters or the training loop
   (the grader provides those), never a loop or comprehension variable, never the
-  lecture's scaffolding (`cmp`, `loss.backward()`, plots). An attempt that a later
-  statement replaces (`dX = ...` again, from scratch) is left out.
+  lecture's scaffolding (`cmp`, `loss.backward()`, plots). Of several attempts at a gradient
+  (`dX = ...` again, from scratch), the last counts unless a line that counts used an earlier one.
 
 Cells are numbered as a person sees them in Jupyter: code cells only, by their execution
 count when they have one (`In [12]`), else by their place among the code cells.
@@ -180,10 +180,7 @@ class Stmt:
 
     @property
     def binds(self) -> set[str]:
-        return binds(self.node) | self.calls
-
-
-binds = statement_binds  # the names a statement binds or changes in place, not what a `def` body assigns
+        return statement_binds(self.node) | self.calls
 
 
 def _free_reads(node: ast.stmt) -> set[str]:
@@ -233,7 +230,7 @@ def _flat(body: list[ast.stmt], *, wanted: set[str] | None = None) -> list[ast.s
         if isinstance(node, (ast.With, ast.AsyncWith)):
             out.extend(_flat(node.body, wanted=wanted))
         elif wanted is not None and isinstance(node, ast.If):
-            branches = [b for b in (node.body, node.orelse) if any(binds(n) & wanted for n in b)]
+            branches = [b for b in (node.body, node.orelse) if any(statement_binds(n) & wanted for n in b)]
             out.extend(_flat(branches[0], wanted=wanted) if len(branches) == 1 else [node])
         else:
             out.append(node)
@@ -255,7 +252,7 @@ def _may_help(node: ast.stmt, name: str) -> bool:
     if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.FunctionDef, ast.Import, ast.ImportFrom)):
         return True
     if isinstance(node, ast.Expr):
-        return isinstance(node.value, ast.Call) and bool(binds(node))
+        return isinstance(node.value, ast.Call) and bool(statement_binds(node))
     if isinstance(node, (ast.For, ast.While, ast.If)):
         variables = {v for n in ast.walk(node) if isinstance(n, (ast.For, ast.comprehension))
                      for v in assigned_names(n.target)}
@@ -280,7 +277,8 @@ def _training_loop(stmts: list[Stmt], ex4_targets: set[str], wanted: set[str]) -
     """The last loop whose body assigns at least three of exercise 4's gradients, the innermost when
     such loops are nested (`for epoch ...: for step ...:`): (index of its statement, the loop)."""
     def qualifies(loop) -> bool:
-        return len(set().union(set(), *(binds(n) for n in _flat(loop.body, wanted=wanted))) & ex4_targets) >= 3
+        assigned = set().union(set(), *(statement_binds(n) for n in _flat(loop.body, wanted=wanted)))
+        return len(assigned & ex4_targets) >= 3
 
     found = None
     for index, stmt in enumerate(stmts):
@@ -303,10 +301,12 @@ def blocks(cells: list[Cell], exercises, gradient_names: set[str], forced: str |
     top = [Stmt(cell, node, frozenset(called_writes(node, writes))) for cell, node in nodes]
     found: list[Block] = []
     if forced is not None:
+        found = [b for b in blocks(cells, exercises, gradient_names) if b.exercise == forced]
+        if found:
+            return found
         own = set(exercises[forced].targets) | set(exercises[forced].blanks or ())
         everything = [s for s in top if s.binds & own and not isinstance(s.node, ast.FunctionDef)]
-        found = [b for b in blocks(cells, exercises, gradient_names) if b.exercise == forced]
-        return found or ([Block(forced, everything, top)] if everything else [])
+        return [Block(forced, everything, top)] if everything else []
     loop = _training_loop(top, set(ex4.targets), gradient_names)
     if loop is not None:
         index, node = loop
@@ -489,4 +489,4 @@ def tagged_source(notebook) -> NotebookSource | None:
 def all_assigned(cells: list[Cell]) -> set[str]:
     """Every name any statement of the notebook binds, loop bodies included (for --names suggestions)."""
     return {name for cell in cells if cell.tree is not None for node in ast.walk(cell.tree)
-            if isinstance(node, ast.stmt) for name in binds(node)}
+            if isinstance(node, ast.stmt) for name in statement_binds(node)}

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from grader.cli import cli, slow_warning
 from grader.compare import Status
-from grader.exercises import EX2, EX3, EX4, EXERCISES
+from grader.exercises import EX1, EX2, EX3, EX4, EXERCISES
 from grader.stubs import generate
 from grader.training import compare_training
 
@@ -139,6 +139,8 @@ def test_train_runs_reports_losses_and_samples_names():
 def test_train_is_refused_for_other_exercises():
     result = CliRunner().invoke(cli, [str(EX2.solution_path), "--train"])
     assert result.exit_code == 2 and "--train is for exercise 4" in result.output
+    notebook = CliRunner().invoke(cli, [str(EX1.stub_path.with_suffix(".ipynb")), "--train"])
+    assert notebook.exit_code == 2 and "--train is for exercise 4" in notebook.output
 
 
 def test_slow_steps_get_a_warning_with_the_way_out():

@@ -462,3 +462,9 @@ def test_a_cell_run_again_after_a_fix_counts_as_its_last_run(tmp_path, mistake):
                                                                   len(SETUP) + 3])["ex1"]
     assert [(r.name, r.status, r.cell, r.line) for r in checked.results] == [
         (r.name, r.status, r.cell, r.line) for r in graded.results]
+
+
+def test_train_on_a_lecture_notebook_trains_its_exercise_4(tmp_path):
+    path = _write(tmp_path, lecture_cells(parts=(SETUP, EXERCISE1, EXERCISE4)))
+    result = CliRunner().invoke(cli, [str(path), "--train", "--steps", "20"])
+    assert result.exit_code == 0 and "trained 20 steps" in result.output, result.output
