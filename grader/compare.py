@@ -104,6 +104,8 @@ class TensorResult:
     warning: str | None = None  # said even when the line passes
     about: str | None = None  # on a failing line: the hint bank's short hint for this gradient
     cell: int | None = None  # in a notebook: the cell (1-based) that `line` is in
+    failed_at: str | None = None  # the configuration a line fails at when it passes at the lecture's sizes
+    mistake: str | None = None  # the kind of mistake the error model found (`grader.mistakes`): "dim", "sign", ...
 
     def to_dict(self) -> dict:
         data = asdict(self)

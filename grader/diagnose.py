@@ -26,7 +26,7 @@ from dataclasses import replace
 import torch
 
 from grader.compare import Settings, Status, TensorResult, compare
-from grader.execution import Plan, Run
+from grader.execution import Plan, Run, assigned_names
 from grader.graph import consumers, contribution
 from grader.network import LECTURE_LITERALS, Public, Reference
 
@@ -69,7 +69,7 @@ def combine_configs(per_config) -> tuple[TensorResult, ...]:
         if primary.status.passed:
             for config, results, run in per_config[1:]:
                 if not results[i].status.passed:
-                    result = replace(primary, status=Status.FAIL, policy=results[i].policy,
+                    result = replace(primary, status=Status.FAIL, policy=results[i].policy, failed_at=config.name,
                                      hint=results[i].hint if results[i].policy else
                                      hardcoded_hint(primary, results[i], config, run))
                     break
@@ -185,6 +185,76 @@ def apply_probes(results, exercise, ref: Reference, run: Run, probes) -> tuple[T
     return tuple(out)
 
 
+# --- the error model ---
+
+
+def explain_mistake(exercise, name: str, observations: list[tuple[Reference, torch.Tensor, dict | None]],
+                    reads: set[str] | None = None):
+    """The error model's explanation of a wrong value (`grader.mistakes`), or None. Each observation
+    is a reference, the student's value there, and the random upstream gradients it was probed with;
+    `reads`, the names the student's lines for it read."""
+    from grader import mistakes
+
+    points, formula, context = [], None, None
+    for ref, got, upstream in observations:
+        if got is None or not got.is_floating_point():
+            continue
+        values = mistakes.formula_values(exercise, ref)
+        if formula is None:
+            formula, context = mistakes.formula_of(exercise, name, values)
+        points.append(mistakes.Observation({**values, **(upstream or {})}, got))
+    if formula is None:
+        return None
+    return mistakes.explain(formula, name, context, points, reads)
+
+
+def observations(name: str, refs_and_runs, probes) -> list:
+    """Where the student's value of `name` is known: each run's answer at its reference, and the
+    lecture's probe on random upstream gradients."""
+    found = []
+    for i, (ref, run) in enumerate(refs_and_runs):
+        answer = run.answers.get(name)
+        if answer is not None and answer.value is not None:
+            found.append((ref, answer.value, None))
+        if i == 0 and name in run.probes and name in probes:
+            found.append((ref, run.probes[name], probes[name]))
+    return found
+
+
+def student_reads(the_plan: Plan | None, name: str) -> set[str] | None:
+    """Every name read by the statements that assign `name`, and by the helpers they read."""
+    if the_plan is None or name not in the_plan.final:
+        return None
+    reads: set[str] = set()
+    wanted = {name}
+    for statement in reversed(the_plan.statements[:the_plan.final[name] + 1]):
+        if statement.assigns & wanted or (assigned_names(statement.node) & wanted):
+            found = {n.id for n in ast.walk(statement.node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+            reads |= found
+            wanted |= found
+    return reads - {name}
+
+
+def apply_error_model(results, exercise, refs_and_runs, probes) -> tuple[TensorResult, ...]:
+    """Name the mistake of every failing line the error model can reproduce (an edit of the right
+    formula that gives the student's values everywhere)."""
+    out = []
+    the_plan = refs_and_runs[0][1].plan if refs_and_runs else None
+    for result in results:
+        explainable = (result.status is Status.FAIL and not result.policy and result.failed_at is None
+                       and not (result.hint or "").startswith("the values are right"))
+        edit = explain_mistake(exercise, result.name, observations(result.name, refs_and_runs, probes),
+                               student_reads(the_plan, result.name)) if explainable else None
+        if edit is not None:
+            truth = refs_and_runs[0][0].gradients[exercise.tensor_of(result.name)]
+            zero = result.probe == "fail" and truth.abs().max().item() < ZERO_IN_TRUTH
+            hint = edit.says + (" (it looked right here only because the true gradient is zero: the grader re-ran "
+                                "your line on random upstream gradients)" if zero else "")
+            result = replace(result, hint=hint, mistake=edit.kind)
+        out.append(result)
+    return tuple(out)
+
+
 # --- missing branches ---
 
 
@@ -215,7 +285,8 @@ def apply_branch_hints(results, exercise, ref: Reference, run: Run, probes) -> t
     out = []
     for result in results:
         answer = run.answers.get(result.name)
-        if result.status is Status.FAIL and not result.policy and answer is not None and answer.value is not None:
+        if result.status is Status.FAIL and not result.policy and answer is not None and answer.value is not None \
+                and result.mistake is None:
             if result.name in run.probes and result.name in probes:
                 hint = branch_hint(exercise, ref, result.name, run.probes[result.name], probes[result.name])
             else:

@@ -36,6 +36,9 @@ class Exercise:
     points: float = 1.0  # per target (and for the training run)
     allowed: tuple[str, ...] = field(default_factory=tuple)  # extra names a line may use
     scope_note: str = ""  # shown in the stub after the forward pass
+    # The forward pass whose lines the error model differentiates (`grader.mistakes`), when not
+    # `forward`: a fused one, for a gradient asked for in one go.
+    derived_from: object | None = None
 
     def tensor_of(self, target: str) -> str:
         """The tensor a gradient name belongs to: `dlogprobs` -> `logprobs`."""
@@ -91,6 +94,7 @@ EX2 = Exercise(
            "bnmeani", "bndiff", "bndiff2", "bnvar", "bnvar_inv", "bnraw", "hpreact", "h", "logits"),
     scope_note="loss = F.cross_entropy(logits, Yb)  # the same loss, in one call",
     allowed=("softmax", "log_softmax"),
+    derived_from=forward_fused,
 )
 
 EX3 = Exercise(
@@ -105,6 +109,7 @@ EX3 = Exercise(
     ),
     targets=("dhprebn",),
     given=("dhpreact",),
+    derived_from=forward_fused,
 )
 
 EX4 = Exercise(

@@ -176,6 +176,8 @@ def _grade_lines(session: Session, ref: Reference, the_plan, *, source: str, fil
     error = next((r.error for _, _, r in per_config if r.error), None)
     results = diagnose.combine_configs(per_config)
     results = diagnose.apply_probes(results, exercise, ref, run, probes)
+    refs_and_runs = [(reference(config), r) for config, r in zip(exercise.configs, runs)]
+    results = diagnose.apply_error_model(results, exercise, refs_and_runs, probes)
     results = diagnose.apply_branch_hints(results, exercise, ref, run, probes)
     results = diagnose.apply_mutations(results, run)
     answered = [r for r in results if r.status not in (Status.BLANK, Status.MISSING)]

@@ -96,7 +96,7 @@ def test_policy_is_in_the_json(tmp_path, solution):
 
 
 FACTORS = {
-    "dbndiff2": ("dbndiff2 = (1.0/n)*torch.ones_like(bndiff2) * dbnvar", "(n-1)/n times", "Bessel"),
+    "dbndiff2": ("dbndiff2 = (1.0/n)*torch.ones_like(bndiff2) * dbnvar", "matches the variance with 1/n", "Bessel"),
     "dprobs": ("dprobs = -(1.0 / probs) * dlogprobs", "opposite sign", None),
     "dbnvar": ("dbnvar = (-1.0*(bnvar + 1e-5)**-1.5) * dbnvar_inv", "is 2 times", None),
     "dh": ("dh = dlogits @ W2.T * n", "is n times", None),
