@@ -278,10 +278,11 @@ def factor_hint(name: str, got: torch.Tensor, expected: torch.Tensor, n: int | N
         return None
     if abs(factor + 1) < 1e-4:
         return f"`{name}` has the right size but the opposite sign"
+    if abs(factor - 1) < 1e-3:
+        return None  # the same size: not a factor, whatever else is off
     for label, value in classic_factors(n).items():
         if abs(factor - value) < 1e-4 * max(1.0, abs(value)):
-            why = " (Bessel's correction: the variance divides by n-1, not n)" if "n-1" in label else ""
-            return f"`{name}` is {label} times the right gradient{why}"
+            return f"`{name}` is {label} times the right gradient"
     return f"`{name}` is {factor:.4g} times the right gradient: a constant factor is off"
 
 

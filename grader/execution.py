@@ -491,7 +491,7 @@ class _RunState:
                 header, payload = encode_value(namespace[name], self.bounds.get(name))
                 self.send({"t": "answer", "name": name, "line": statement.line, **header}, payload)
                 if name in self.probes and code is not None:
-                    self._probe(code, name)
+                    self._probe(name)
             else:
                 self.send({"t": "error", "names": [name], "line": statement.line,
                            "message": f"NameError: `{name}` was deleted"})
@@ -530,19 +530,27 @@ class _RunState:
             else:
                 self.send({"t": "note", "line": line, "message": message})
 
-    def _probe(self, code, name: str) -> None:
-        """Re-run the statement that answered `name` with random upstream gradients, in a scratch scope."""
-        reads = set(code.co_names)  # the global names the statement reads
+    def _probe(self, name: str) -> None:
+        """Re-run the statements that computed `name` (`diagnose.probe_slice`) with random upstream
+        gradients, in a scratch scope, and send what they give."""
+        indices, upstream = self.probes[name]
+        codes = [self.compiled[i][0] for i in indices]
+        if any(code is None for code in codes):
+            return
+        reads = set().union(*(code.co_names for code in codes))  # the global names the statements read
         scratch = dict(self.namespace)
         scratch.update({key: t.clone() for key, t in self.tensors.items() if key in reads})
-        scratch.update({key: t.clone() for key, t in self.probes[name].items()})
+        scratch.update({key: t.clone() for key, t in upstream.items()})
         mark = len(self.guard.violations)
+        printed, sys.stdout, sys.stderr = sys.stdout, _BoundedText(0), _BoundedText(0)
         try:
-            exec(code, scratch)
+            for code in codes:
+                exec(code, scratch)
         except BaseException:  # noqa: BLE001 - a probe that cannot run says nothing
             return
         finally:
             del self.guard.violations[mark:]
+            sys.stdout = sys.stderr = printed
         if name in scratch:
             header, payload = encode_value(scratch[name], self.bounds.get(name))
             if header["kind"] == "tensor":
@@ -587,7 +595,7 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
         return
     args, tensors = job_read
     if job == "execute":
-        from grader.diagnose import probe_inputs
+        from grader.diagnose import probe_inputs, probe_slice
         from grader.exercises import BY_ID
 
         exercise = BY_ID[args["exercise"]]
@@ -605,7 +613,8 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
                     scope = {n: t for n, t in shown.tensors.items() if exercise.scope is None or n in exercise.scope}
                     scope.update(shown.sizes)
                     if options.probe:
-                        probes = probe_inputs(exercise, shown, the_plan)
+                        probes = {name: (probe_slice(the_plan, name)[0], upstream)
+                                  for name, upstream in probe_inputs(exercise, shown, the_plan).items()}
                 else:
                     scope = {name: tensors[(number, "scope", name, None)] for name in run["tensors"]}
                     scope.update(run["sizes"])

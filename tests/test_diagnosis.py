@@ -178,15 +178,25 @@ def test_a_missing_branch_is_named(solution, name, line, kept, missing):
 # --- aliases, few entries, rounding, the shape gate setting ---
 
 
-def test_an_answer_changed_in_place_through_an_alias_is_graded_as_answered_and_warned(solution):
+def test_an_answer_changed_in_place_through_an_alias_fails_and_names_the_line(solution):
     source = replace_line(
         solution, "dlogits =",
         "dlogits = dnorm_logits\ndlogits += F.one_hot(logits.max(1).indices, num_classes=vocab_size) * dlogit_maxes",
     )
     result = by_name(grade_text(source))
-    assert result["dnorm_logits"].status is Status.EXACT
-    assert "changed `dnorm_logits` in place" in result["dnorm_logits"].warning and ".clone()" in result["dnorm_logits"].warning
-    assert all(r.warning is None for r in grade_text(solution).results)
+    line = source.splitlines().index("dlogits += F.one_hot(logits.max(1).indices, num_classes=vocab_size) * dlogit_maxes") + 1
+    assert result["dnorm_logits"].status is Status.FAIL
+    assert f"line {line} changed `dnorm_logits` in place" in result["dnorm_logits"].hint
+    assert ".clone()" in result["dnorm_logits"].hint
+    assert result["dlogits"].status.passed  # the line that changed it is itself right
+    assert all(r.warning is None and r.status.passed for r in grade_text(solution).results)
+
+
+def test_the_lectures_alias_of_dbndiff_fails_dbndiff(solution):
+    source = replace_line(solution, "dhprebn =", "dhprebn = dbndiff\ndhprebn += 1.0/n * (torch.ones_like(hprebn) * dbnmeani)")
+    result = by_name(grade_text(source))
+    assert result["dbndiff"].status is Status.FAIL and "alias" in result["dbndiff"].hint
+    assert result["dhprebn"].status.passed
 
 
 def test_wrong_in_a_few_entries_says_where(solution):
