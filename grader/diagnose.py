@@ -317,6 +317,85 @@ def apply_error_model(results, exercise, refs_and_runs, probes) -> tuple[TensorR
     return tuple(out)
 
 
+# --- the statement where a split gradient goes wrong ---
+
+
+def _candidates(exercise, ref: Reference, name: str) -> tuple[list, list[torch.Tensor]]:
+    """What a right partial value of `name` may be: a sum of some of its paths (`dcounts` after its
+    first path), or any piece of a path's formula up to a constant (`F.softmax(logits, 1)` before
+    the one-hot is subtracted); as (subset sums with the paths in them, pieces)."""
+    from itertools import combinations
+
+    from grader import mistakes
+
+    values = mistakes.formula_values(exercise, ref)
+    formula, _ = mistakes.formula_of(exercise, name, values)
+    parts = []
+    for term in formula:
+        value = mistakes.evaluate_node(term.expression, values)
+        if value is None:
+            return [], []
+        parts.append((term, value))
+    sums = [(set(t.line.target for t, _ in chosen), sum(v for _, v in chosen))
+            for k in range(1, len(parts) + 1) for chosen in combinations(parts, k)]
+    pieces = [value for term in formula for node in ast.walk(term.expression) if isinstance(node, ast.expr)
+              and not isinstance(node, ast.Constant)
+              for value in [mistakes.evaluate_node(node, values)] if value is not None and value.dim() > 0]
+    return sums, pieces
+
+
+def _scaled(got: torch.Tensor, piece: torch.Tensor) -> bool:
+    if got.shape != piece.shape or not piece.any():
+        return False
+    factor = ((got * piece).sum() / (piece * piece).sum()).item()
+    return factor != 0 and _probe_matches(got, factor * piece)
+
+
+def blame(exercise, ref: Reference, run: Run, name: str) -> tuple[int, str | None] | None:
+    """For a gradient written in several statements whose value is wrong: the line of the first
+    statement after which the value is no longer one a right answer passes through, and a hint when
+    the last one replaced (`=`) what the earlier ones had summed (`+=`). None when nothing tells."""
+    answer = run.answers.get(name)
+    partials = run.partials.get(name)
+    if not partials or answer is None or answer.value is None or run.plan is None:
+        return None
+    sums, pieces = _candidates(exercise, ref, name)
+    if not sums:
+        return None
+    earlier: set[str] = set()
+    for line, value in partials:
+        paths = next((paths for paths, total in sums if _probe_matches(value, total) and value.shape == total.shape),
+                     None)
+        if paths is not None:
+            earlier = paths
+        elif not (value.is_floating_point() and (not value.any() or any(_scaled(value, p) for p in pieces))):
+            return line, None
+    final = run.plan.statements[run.plan.final[name]]
+    node = final.node
+    replaced = isinstance(node, ast.Assign) and name not in {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+    now = next((paths for paths, total in sums if _probe_matches(answer.value, total)
+                and answer.value.shape == total.shape), None)
+    if replaced and earlier and now and not now & earlier:
+        lost = " and ".join(f"`{p}`" for p in sorted(earlier))
+        first = next(line for line, _ in partials)
+        return final.line, (f"line {final.line} assigns `{name}` with `=`, which throws away the path through {lost} "
+                            f"that line {first} computed: use `+=` to add the paths up")
+    return final.line, None
+
+
+def apply_blame(results, exercise, ref: Reference, run: Run) -> tuple[TensorResult, ...]:
+    """Point a failing gradient written in several statements at the statement where it goes wrong."""
+    out = []
+    for result in results:
+        if result.status is Status.FAIL and not result.policy and result.failed_at is None and result.name in run.partials:
+            found = blame(exercise, ref, run, result.name)
+            if found is not None:
+                line, hint = found
+                result = replace(result, line=line, **({"hint": hint, "mistake": "accumulate"} if hint else {}))
+        out.append(result)
+    return tuple(out)
+
+
 # --- missing branches ---
 
 

@@ -111,6 +111,8 @@ class Run:
     plan: Plan | None = None
     probes: dict[str, torch.Tensor] = field(default_factory=dict)  # target -> value on random upstream gradients
     mutated: dict[str, int] = field(default_factory=dict)  # answered target -> line that changed it in place
+    # target -> (line, value) after each statement that assigns it before the one that finishes it
+    partials: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)
 
 
 def read_source(path: str) -> str:
@@ -484,6 +486,12 @@ class _RunState:
             if copy is not None and copy._version != version and name not in self.mutated:
                 self.mutated.add(name)
                 self.send({"t": "mutated", "name": name, "line": statement.line})
+        if self.options.probe and not statement.blank:  # the lecture's run: where a split gradient goes wrong
+            for name in statement.assigns - self.failed - set(self.finishing.get(statement.index, ())):
+                if isinstance(namespace.get(name), torch.Tensor):
+                    header, payload = encode_value(namespace[name], self.bounds.get(name))
+                    if header["kind"] == "tensor":
+                        self.send({"t": "partial", "name": name, "line": statement.line, **header}, payload)
         for name in self.finishing.get(statement.index, []):
             if name in self.failed or statement.blank:
                 continue
@@ -949,6 +957,8 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
     not done yet."""
     current_line = the_plan.statements[0].line if the_plan.statements else None
     finished = [False] * len(runs)
+    partial_lines = {name: {st.line for st in the_plan.statements if name in st.assigns and st.index != index}
+                     for name, index in the_plan.final.items()}
     problem, statement = None, -1  # the next statement the process must say it has done
     try:
         for header, payload in messages:
@@ -988,6 +998,10 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
                                                      message=header["message"], policy=header.get("policy"))
             elif kind == "probe" and name in the_plan.final and header["kind"] == "tensor":
                 run.probes[name] = decode_tensor(header, payload)
+            elif kind == "partial" and name in the_plan.final and header["kind"] == "tensor" \
+                    and header["line"] in partial_lines.get(name, ()) \
+                    and all(line != header["line"] for line, _ in run.partials.get(name, ())):
+                run.partials.setdefault(name, []).append((header["line"], decode_tensor(header, payload)))
             elif kind == "mutated" and name in the_plan.final:
                 run.mutated.setdefault(name, header["line"])
             elif kind == "note" and len(run.notes) < MAX_NOTES:

@@ -332,7 +332,7 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
         where = _line_text(line)
         if isinstance(node, ast.Name) and node.id in context.same_shape:
             # Only a name the student's line reads can have been put in by mistake.
-            for other in (o for o in context.same_shape[node.id] if reads is None or o in reads):
+            for other in (o for o in context.same_shape[node.id] if o in (reads or ())):
                 swapped = _replace_at(root, index, lambda n, o=other: ast.Name(o, ast.Load()))
                 if node.id.startswith("d"):
                     says = (f"your `{name}` uses `{other}` where the chain rule through {where} needs `{node.id}`, "
@@ -473,10 +473,12 @@ class _Context:
         self.shape = deriver.shape
         tensors = {k for k, v in self.values.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
                    and k in scope_names and not (k.startswith("d") and k[1:] in self.values)}
+        # Any other tensor could have been put in by mistake (the names the student's line reads
+        # narrow it down); one of the same shape first.
         self.same_shape: dict[str, list[str]] = {}
         for name in tensors:
             shape = tuple(self.values[name].shape)
-            group = sorted(o for o in tensors if o != name and tuple(self.values[o].shape) == shape)
+            group = sorted((o for o in tensors if o != name), key=lambda o: (tuple(self.values[o].shape) != shape, o))
             self.same_shape[name] = group
             self.same_shape["d" + name] = ["d" + o for o in group]
         self.several_paths = False  # set per formula by `edits`
@@ -565,6 +567,12 @@ def _evaluate(code, scope: dict) -> torch.Tensor | None:
     except Exception:  # noqa: BLE001 - an edit whose shapes do not fit is simply not it
         return None
     return value if isinstance(value, torch.Tensor) else None
+
+
+def evaluate_node(node: ast.expr, values: dict) -> torch.Tensor | None:
+    """The value of one formula (or a piece of it) at `values`, or None when it is not a tensor."""
+    code = compile(ast.fix_missing_locations(ast.Expression(copy.deepcopy(node))), "<formula>", "eval")
+    return _evaluate(code, values)
 
 
 def explain(formula: list[Term], name: str, context: _Context, observations: list[Observation],

@@ -164,6 +164,7 @@ SCHEMAS: dict[str, dict[str, tuple]] = {
     "next": {"index": _INT},
     "answer": {"name": _STR, "line": _OPT_INT, "kind": _STR},
     "probe": {"name": _STR, "kind": _STR},
+    "partial": {"name": _STR, "line": _INT, "kind": _STR},
     "error": {"names": (list,), "line": _OPT_INT, "message": _STR},
     "mutated": {"name": _STR, "line": _OPT_INT},
     "note": {"line": _OPT_INT, "message": _STR},
@@ -174,7 +175,7 @@ SCHEMAS: dict[str, dict[str, tuple]] = {
     "param": {"name": _STR, "kind": _STR},
 }
 OPTIONAL = {"error": {"policy": _OPT_STR}, "stop": {"line": _OPT_INT}, "answer": {"description": _STR}}
-TENSOR_FRAMES = {"answer", "probe", "param"}
+TENSOR_FRAMES = {"answer", "probe", "param", "partial"}
 
 
 def check_frame(header: dict, expected: dict[str, int]) -> int:
