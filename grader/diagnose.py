@@ -317,6 +317,28 @@ def apply_error_model(results, exercise, refs_and_runs, probes) -> tuple[TensorR
     return tuple(out)
 
 
+# --- crashes over shapes ---
+
+
+def apply_shape_stories(results, exercise, ref: Reference, run: Run) -> tuple[TensorResult, ...]:
+    """Add, to a line that crashed over shapes, which of its operations did not fit and why."""
+    from grader.shapes import CRASHES, shape_story
+
+    out = []
+    for result in results:
+        if result.status is Status.ERROR and result.hint and any(c in result.hint for c in CRASHES) \
+                and run.plan is not None and result.line is not None:
+            statement = next((st.node for st in run.plan.statements if st.line == result.line), None)
+            shapes = {name: tuple(t.shape) for name, t in ref.tensors.items()}
+            shapes.update({"d" + name: tuple(g.shape) for name, g in ref.gradients.items()})
+            story = shape_story(statement, shapes, ref.sizes, result.name, result.expected_shape) \
+                if statement is not None else None
+            if story:
+                result = replace(result, hint=f"{result.hint}: {story}")
+        out.append(result)
+    return tuple(out)
+
+
 # --- the statement where a split gradient goes wrong ---
 
 

@@ -180,6 +180,7 @@ def _grade_lines(session: Session, ref: Reference, the_plan, *, source: str, fil
     results = diagnose.apply_error_model(results, exercise, refs_and_runs, probes)
     results = diagnose.apply_branch_hints(results, exercise, ref, run, probes)
     results = diagnose.apply_blame(results, exercise, ref, run)
+    results = diagnose.apply_shape_stories(results, exercise, ref, run)
     results = diagnose.apply_mutations(results, run)
     answered = [r for r in results if r.status not in (Status.BLANK, Status.MISSING)]
     if error is None and answered:

@@ -109,7 +109,8 @@ def encode_value(value: object, bound: int | None = None) -> tuple[dict, bytes]:
         )
     kind = type(value)
     name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-    description = "None" if value is None else f"a {name}"
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    description = "None" if value is None else "`...`, the placeholder" if value is Ellipsis else f"{article} {name}"
     shape = getattr(value, "shape", None)
     if shape is not None and kind.__module__.startswith("numpy"):
         description += f" of shape {tuple(shape)}"
