@@ -116,7 +116,7 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
     elif results:
         color = use_color()
         click.echo("\n\n".join(text_report(r, color=color) for r in results), color=color)
-    if problems:
+    if problems or not all(r.parses for r in results):  # a file that is not Python cannot be graded
         sys.exit(2)
     sys.exit(0 if all(r.passed for r in results) else 1)
 
@@ -237,15 +237,19 @@ def gradescope_bundle_command(out):
 
 @cli.command(name="hint")
 @click.argument("name")
-def hint_command(name):
+@click.option("--exercise", default=None, metavar="ID",
+              help="The exercise you are on (ex2 asks for dlogits in one go, ex3 for dhprebn): its own words.")
+def hint_command(name, exercise):
     """Explain one gradient at length: the forward line, the local derivative, the usual mistakes.
 
-    Example: grade hint dbnvar
+    Example: grade hint dbnvar; grade hint dlogits --exercise ex2
     """
-    from grader.exercises import EXERCISES
+    from grader.exercises import BY_ID, EXERCISES
     from grader.hints import hint_for
 
-    hint = hint_for(name if name.startswith("d") else "d" + name)
+    if exercise is not None and exercise not in BY_ID:
+        raise BadInput(f"there is no exercise {exercise!r}; choose one of {', '.join(BY_ID)}")
+    hint = hint_for(name if name.startswith("d") else "d" + name, exercise)
     if hint is None:
         names = sorted({t for exercise in EXERCISES for t in exercise.targets})
         raise BadInput(f"there is no hint for {name!r}; ask for one of {', '.join(names)}")

@@ -152,6 +152,11 @@ class FileResult:
     def passed(self) -> bool:
         return self.error is None and self.passing == self.checks
 
+    @property
+    def parses(self) -> bool:
+        """False for a file that is not valid Python: nothing in it ran."""
+        return not (self.error or "").startswith("syntax error")
+
     def to_dict(self) -> dict:
         return {
             "file": self.file,

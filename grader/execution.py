@@ -35,6 +35,7 @@ import faulthandler
 import io
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -1035,10 +1036,13 @@ class WorkerDied(Exception):
 
 
 def _fill_unanswered(run: Run, targets) -> None:
+    """Every target the run never answered, after a whole-file problem: not reached, and why."""
     if run.error:
+        hung = re.match(r"time limit of .* \(still running line (\d+)\)", run.error)
+        reason = f"time limit at line {hung.group(1)}" if hung else run.error.removesuffix(": grading stopped there")
         for name in targets:
             if name not in run.answers:
-                run.answers[name] = Answer(name=name, kind="error", message=f"not graded: {run.error}")
+                run.answers[name] = Answer(name=name, kind="error", message=f"not reached ({reason})")
 
 
 def reap(pid: int) -> dict:

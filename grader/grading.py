@@ -196,18 +196,19 @@ def _grade_lines(session: Session, ref: Reference, the_plan, *, source: str, fil
             _, run64 = judge(ref64, options=Options(float64=True))
             results = diagnose.rounding_hints(results, exercise, ref64, run64, settings)
     return FileResult(
-        file=filename, exercise=exercise.id, results=with_bank_hints(results), error=error,
+        file=filename, exercise=exercise.id, results=with_bank_hints(results, exercise.id), error=error,
         points=exercise.points, output=run.output, notes=tuple(run.notes),
     )
 
 
-def with_bank_hints(results: tuple[TensorResult, ...]) -> tuple[TensorResult, ...]:
+def with_bank_hints(results: tuple[TensorResult, ...], exercise: str | None = None) -> tuple[TensorResult, ...]:
     """Add the hint bank's short hint to every failing or crashing line."""
     from grader.hints import hint_for
 
     out = []
     for r in results:
-        bank = hint_for(r.name) if r.status in (Status.FAIL, Status.ERROR) else None
+        reached = not (r.hint or "").startswith("not reached")
+        bank = hint_for(r.name, exercise) if r.status in (Status.FAIL, Status.ERROR) and reached else None
         out.append(replace(r, about=bank.short) if bank else r)
     return tuple(out)
 
@@ -237,7 +238,7 @@ def _grade_training(*, source: str, filename: str, exercise: Exercise, timeout: 
             timeout=max(60.0, timeout), allowed=allowed_shortcuts(exercise, settings),
         )
     return FileResult(
-        file=filename, exercise=exercise.id, results=with_bank_hints(results), error=error, points=exercise.points,
+        file=filename, exercise=exercise.id, results=with_bank_hints(results, exercise.id), error=error, points=exercise.points,
         output=runs[0].output, notes=tuple(runs[0].notes), training=training,
     )
 

@@ -207,6 +207,48 @@ HINTS: dict[str, Hint] = {
 }
 
 
-def hint_for(name: str) -> Hint | None:
-    """The hint bank's entry for a gradient name (`dbnvar`), or None."""
-    return HINTS.get(name)
+# Where an exercise asks for a gradient another way, its own words: exercise 2's `dlogits` is the
+# whole cross-entropy in one go, not exercise 1's last step through `max`.
+BY_EXERCISE: dict[str, dict[str, Hint]] = {
+    "ex2": {
+        "dlogits": Hint(
+            "`loss = F.cross_entropy(logits, Yb)`: softmax over each row, minus one at the label, averaged over the batch.",
+            "Work on one example first. Its loss is minus the log of the softmax probability of its label. The "
+            "derivative with respect to its logits is the softmax of those logits, except at the label, where it "
+            "is one less: a high probability on a wrong character pushes that logit down, and the label's logit is "
+            "pushed up.\n\n"
+            "The loss is the mean over the n examples of the batch, so every row is also divided by n (n, not "
+            "n-1: there is no variance here). The softmax runs over each row, dim 1; `F.one_hot` turns `Yb` into "
+            "the mask of the labels. The answer has the shape of `logits`, (n, vocab_size).",
+        ),
+    },
+    "ex3": {
+        "dhprebn": Hint(
+            "BatchNorm in one go: three paths from `hprebn`, through `bnraw`, the mean and the variance (n-1, Bessel).",
+            "`hprebn` reaches `hpreact` three ways: directly, in `hprebn - bnmean`; through the mean `bnmean`, "
+            "which every row subtracts; and through the variance `bnvar`, which every row divides by. Write the "
+            "gradient of each path on paper from the chunked lines of exercise 1, then add them up and simplify: "
+            "the factor `bngain * bnvar_inv / n` comes out in front.\n\n"
+            "The mean divides by n. The variance divides by n-1 (Bessel's correction), and that n-1 survives "
+            "the simplification as a factor n/(n-1) on the variance's path; leaving it out, or inverting it, is "
+            "the usual mistake. The sums run over the batch, dim 0; the answer has the shape of `hprebn`.",
+        ),
+    },
+    "ex4": {
+        "dC": Hint(
+            "Exercise 4: `dC` is where the whole chain ends; a wrong line above it shows up here first.",
+            "In the training loop the grader compares only the parameter gradients, so a mistake anywhere in your "
+            "backward pass shows up in every parameter below it. Look at the first failing parameter in backward "
+            "order (`dW2`, `db2`, then `dbngain`, `dbnbias`, then `dW1`, `db1`, `dC`): the line that feeds it is "
+            "where the chain breaks. Check `dlogits` against exercise 2 and `dhprebn` against exercise 3.\n\n"
+            "`dC` itself accumulates each row of `demb` into the row of `C` it came from: a character used several "
+            "times gets the sum of its gradients.",
+        ),
+    },
+}
+
+
+def hint_for(name: str, exercise: str | None = None) -> Hint | None:
+    """The hint bank's entry for a gradient name (`dbnvar`) in an exercise (exercise 1's words when the
+    exercise has none of its own), or None."""
+    return BY_EXERCISE.get(exercise or "", {}).get(name) or HINTS.get(name)

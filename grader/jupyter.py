@@ -156,14 +156,15 @@ class Hint:
         return f"<div><p><b><code>{escape(self.name)}</code></b>: {escape(self.short)}</p>{paragraphs}</div>"
 
 
-def hint(name: str) -> Hint:
-    """`hint("dbnvar")`: the forward line, the local derivative and the usual mistakes for one gradient."""
+def hint(name: str, exercise: str | None = None) -> Hint:
+    """`hint("dbnvar")`: the forward line, the local derivative and the usual mistakes for one gradient;
+    `hint("dlogits", exercise="ex2")`: in the words of the exercise that asks for it in one go."""
     from grader.exercises import EXERCISES
     from grader.hints import hint_for
 
     asked = name
     name = name if name.startswith("d") else "d" + name
-    found = hint_for(name)
+    found = hint_for(name, exercise)
     if found is None:
         names = sorted({t for exercise in EXERCISES for t in exercise.targets})
         raise ValueError(f"there is no hint for {asked!r}; ask for one of {', '.join(names)}")

@@ -77,8 +77,14 @@ def start_with(result: FileResult, *, code=lambda text: f"`{text}`", ask="grade 
     if start is None:
         return None
     place = where(start)
+    from grader.hints import BY_EXERCISE
+
+    asked = ask.format(start.name)
+    if start.name in BY_EXERCISE.get(result.exercise or "", {}):  # that exercise's own words
+        asked = asked + f" --exercise {result.exercise}" if asked.startswith("grade") else \
+            asked[:-1] + f', exercise="{result.exercise}")'
     return f"start with {code(start.name)}" + (f", {place}" if place else "") + (
-        f" · {code(ask.format(start.name))} explains it" if start.about else "")
+        f" · {code(asked)} explains it" if start.about else "")
 
 
 def summary_line(result: FileResult) -> str:
@@ -104,6 +110,9 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
     out = [style(title, bold=True)]
     if result.error:
         out.append(style(f"error: {printable(result.error)}", fg="magenta", bold=True))
+    if not result.parses:  # nothing ran: one sentence, not one copy of it per gradient
+        out.append("nothing is graded until the file parses")
+        return "\n".join(out)
     width = max([len(r.name) for r in result.results] + [4])
     out.append(f"  {'name'.ljust(width)}  {'status':7}  {'maxdiff':>7}  "
                + ("cell:line" if any(r.cell for r in result.results) else "line"))
@@ -111,7 +120,7 @@ def text_report(result: FileResult, *, color: bool = False) -> str:
         status = style(r.status.value.ljust(7), fg=COLOURS[r.status], bold=r.status is Status.FAIL)
         line = (f"{r.cell}:{r.line}" if r.cell else str(r.line)) if r.line is not None else ""
         out.append(f"  {r.name.ljust(width)}  {status}  {_maxdiff(r.maxdiff):>7}  {line}".rstrip())
-        if r.hint and not (result.error and r.hint.startswith("not graded")):
+        if r.hint:
             out.append(f"  {' ' * width}  ↳ {printable(r.hint)}")
         if r.about:
             out.append(f"  {' ' * width}    {style('about: ' + r.about, dim=True)}")
