@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import torch
 
-from grader.compare import Settings, Status, TensorResult, compare
+from grader.compare import Settings, Status, TensorResult, compare, shape_text
 from grader.execution import Plan, Run, assigned_names
 from grader.graph import consumers, contribution, lines_of
 from grader.network import LECTURE_LITERALS, Public, Reference
@@ -96,12 +96,14 @@ def warm_probes(exercise, ref: Public) -> None:
                 _seeded_randn(ref.shapes[line.target], f"{target}:d{line.target}")
 
 
-def probe_slice(the_plan: Plan, target: str) -> tuple[tuple[int, ...], set[str]] | None:
+def probe_slice(the_plan: Plan, target: str, provided: frozenset[str] = frozenset()
+                ) -> tuple[tuple[int, ...], set[str]] | None:
     """The statements that compute `target`'s answer from the answers before it, and the gradients
     they read: the statement that finishes it and, going back, every statement that assigns what is
     still needed (a first `dlogits = ...` before `dlogits += ...`, a helper `s = dhprebn.sum(0)`),
-    stopping at the statement that finishes another gradient (its answer is an input). None when
-    there is nothing to probe (still blank)."""
+    stopping at the statement that finishes another gradient (its answer is an input). What the
+    grader provides (`provided`: the forward tensors, the sizes) is restored before every statement,
+    so a statement that changes it in place is no part of it. None when there is nothing to probe."""
     index = the_plan.final.get(target)
     if index is None or the_plan.statements[index].blank:
         return None
@@ -110,7 +112,7 @@ def probe_slice(the_plan: Plan, target: str) -> tuple[tuple[int, ...], set[str]]
     needed = _needs(the_plan.statements[index].node)
     inputs: set[str] = set()
     for statement in reversed(the_plan.statements[:index]):
-        binds = assigned_names(statement.node)
+        binds = assigned_names(statement.node) - provided
         if not binds & needed:
             continue
         other = finishes.get(statement.index)
@@ -156,8 +158,9 @@ def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, t
     gradient_names = {"d" + name for name in ref.shapes}
     in_scope = set(ref.tensors if exercise.scope is None else exercise.scope) | set(ref.sizes) | {"torch", "F"}
     probes = {}
+    provided = frozenset(ref.tensors) | frozenset(ref.sizes) | frozenset(exercise.given)
     for target in exercise.targets:
-        found = probe_slice(the_plan, target)
+        found = probe_slice(the_plan, target, provided)
         if found is None:
             continue
         _, reads = found
@@ -176,8 +179,8 @@ def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, t
     return probes
 
 
-def _reads_a_gradient(the_plan: Plan | None, name: str, upstream: dict) -> bool:
-    found = probe_slice(the_plan, name) if the_plan is not None else None
+def _reads_a_gradient(the_plan: Plan | None, name: str, upstream: dict, provided: frozenset[str]) -> bool:
+    found = probe_slice(the_plan, name, provided) if the_plan is not None else None
     return found is not None and bool(found[1] & set(upstream))
 
 
@@ -223,7 +226,8 @@ def apply_probes(results, exercise, ref: Reference, run: Run, probes) -> tuple[T
         expected = probe_expected(exercise, ref, name, probes[name])
         ok = _probe_matches(got, expected)
         zero = ref.gradients[exercise.tensor_of(name)].abs().max().item() < ZERO_IN_TRUTH
-        if not zero and not _reads_a_gradient(run.plan, name, probes[name]):
+        provided = frozenset(ref.tensors) | frozenset(ref.sizes) | frozenset(exercise.given)
+        if not zero and not _reads_a_gradient(run.plan, name, probes[name], provided):
             # Built from the forward tensors alone (a shortcut): the probe speaks only of a true zero.
             out.append(result)
             continue
@@ -289,11 +293,12 @@ def student_reads(the_plan: Plan | None, name: str) -> set[str] | None:
         return None
     reads: set[str] = set()
     wanted = {name}
+    others = set(the_plan.final) - {name}  # another gradient's lines are not this one's helpers
     for statement in reversed(the_plan.statements[:the_plan.final[name] + 1]):
-        if statement.assigns & wanted or (assigned_names(statement.node) & wanted):
+        if assigned_names(statement.node) & wanted:
             found = {n.id for n in ast.walk(statement.node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
             reads |= found
-            wanted |= found
+            wanted |= found - others
     return reads - {name}
 
 
@@ -312,6 +317,9 @@ def apply_error_model(results, exercise, refs_and_runs, probes) -> tuple[TensorR
             zero = result.probe == "fail" and truth.abs().max().item() < ZERO_IN_TRUTH
             hint = edit.says + (" (it looked right here only because the true gradient is zero: the grader re-ran "
                                 "your line on random upstream gradients)" if zero else "")
+            if result.got_shape is not None and result.got_shape != result.expected_shape:
+                hint += (f" (`{result.name}` has shape {shape_text(result.got_shape)}; `{result.tensor}` has shape "
+                         f"{shape_text(result.expected_shape)})")
             result = replace(result, hint=hint, mistake=edit.kind)
         out.append(result)
     return tuple(out)

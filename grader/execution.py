@@ -622,7 +622,8 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
                     scope = {n: t for n, t in shown.tensors.items() if exercise.scope is None or n in exercise.scope}
                     scope.update(shown.sizes)
                     if options.probe:
-                        probes = {name: (probe_slice(the_plan, name)[0], upstream)
+                        provided = frozenset(shown.tensors) | frozenset(shown.sizes) | frozenset(exercise.given)
+                        probes = {name: (probe_slice(the_plan, name, provided)[0], upstream)
                                   for name, upstream in probe_inputs(exercise, shown, the_plan).items()}
                 else:
                     scope = {name: tensors[(number, "scope", name, None)] for name in run["tensors"]}

@@ -337,7 +337,7 @@ def test_a_parse_bomb_is_a_syntax_error_not_a_crash(tmp_path):
     bomb = tmp_path / "ex1_backprop_all.py"
     bomb.write_text("dlogprobs = " + "1+" * 100_000 + "1\n")
     done = subprocess.run([shutil.which("grade"), str(bomb), "--json"], capture_output=True, text=True, timeout=120)
-    assert "Traceback" not in done.stderr and done.returncode == 1
+    assert "Traceback" not in done.stderr and done.returncode == 2
     assert "too deeply nested" in json.loads(done.stdout)["error"]
 
 
