@@ -148,12 +148,13 @@ def _fresh(node: ast.AST) -> set[str]:
 
 
 def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, torch.Tensor]]:
-    """For each target whose lines can be probed, random values for the upstream gradients they read.
+    """For each target whose lines can be probed, random values for the gradients they read.
 
     The lines are those of `probe_slice`, however many statements and helpers they take. They are
-    probed when they read only the forward tensors, the sizes, what they compute themselves and the
-    gradients of the tensor's direct consumers (a student who inlined a path is not probed), and
-    every consumer has a gradient name.
+    probed when they read only the forward tensors, the sizes, what they compute themselves and
+    answered gradients: usually the gradients of the tensor's direct consumers; a gradient further
+    up (a path inlined) is fine too, as the grader inlines the same path to know what to expect. A
+    line that reads no gradient gets its direct upstream, unless that is the loss's own (1).
     """
     gradient_names = {"d" + name for name in ref.shapes}
     in_scope = set(ref.tensors if exercise.scope is None else exercise.scope) | set(ref.sizes) | {"torch", "F"}
@@ -169,14 +170,31 @@ def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, t
             continue
         read_gradients = reads & gradient_names
         others = reads - gradient_names - in_scope - set(dir(builtins))
-        # A line that reads no gradient is right only where its upstream is the loss's own (1).
         loss_only = upstream == {"d" + lines_of(exercise.forward)[-1].target}
-        if (not read_gradients and loss_only) or not read_gradients <= upstream or others:
+        # Random values for two gradients of which one is computed from the other would contradict
+        # each other: such lines are not probed.
+        # (The direct upstream gradients are independent by construction: each path is linear in its own.)
+        tied = not read_gradients <= upstream and any(
+            b[1:] in _descendants(exercise.forward, a[1:]) for a in read_gradients for b in read_gradients)
+        if (not read_gradients and loss_only) or others or tied:
             continue
         probes[target] = {
-            name: _seeded_randn(ref.shapes[name[1:]], f"{target}:{name}") for name in sorted(upstream)
+            name: _seeded_randn(ref.shapes[name[1:]], f"{target}:{name}")
+            for name in sorted(upstream if read_gradients <= upstream else read_gradients)
         }
     return probes
+
+
+@functools.lru_cache(maxsize=256)
+def _descendants(forward_function, tensor: str) -> frozenset[str]:
+    """Every tensor the forward pass computes from `tensor`, directly or not."""
+    found, todo = set(), [tensor]
+    while todo:
+        for line in consumers(forward_function, todo.pop()):
+            if line.target not in found:
+                found.add(line.target)
+                todo.append(line.target)
+    return frozenset(found)
 
 
 def _reads_a_gradient(the_plan: Plan | None, name: str, upstream: dict, provided: frozenset[str]) -> bool:
@@ -192,8 +210,10 @@ def _probe_matches(got: torch.Tensor, expected: torch.Tensor) -> bool:
                           atol=1e-5 * max(expected.abs().max().item(), 1e-12))
 
 
-def probe_expected(exercise, ref: Reference, target: str, upstream: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The true gradient of `target` for the given upstream gradients: the sum of every consumer's VJP."""
+def probe_expected(exercise, ref: Reference, target: str, upstream: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The true gradient of `target` for the given upstream gradients: the sum of every consumer's VJP,
+    or, for gradients further up, the paths between inlined (`grader.mistakes`). None when the
+    gradients given do not determine it."""
     key = (exercise.id, id(ref), target, tuple((name, id(value)) for name, value in sorted(upstream.items())))
     if key not in _EXPECTED:
         # The entry holds the objects whose ids make its key, so no id can be reused while it exists.
@@ -204,8 +224,13 @@ def probe_expected(exercise, ref: Reference, target: str, upstream: dict[str, to
 _EXPECTED: dict = {}
 
 
-def _probe_expected(exercise, ref: Reference, target: str, upstream: dict[str, torch.Tensor]) -> torch.Tensor:
+def _probe_expected(exercise, ref: Reference, target: str, upstream: dict[str, torch.Tensor]) -> torch.Tensor | None:
     tensor = exercise.tensor_of(target)
+    direct = {"d" + line.target for line in consumers(exercise.forward, tensor)}
+    if set(upstream) != direct:
+        from grader import mistakes
+
+        return mistakes.inlined_value(exercise, ref, target, upstream)
     values = {**ref.tensors, **ref.sizes}
     total = None
     for line in consumers(exercise.forward, tensor):
@@ -224,6 +249,9 @@ def apply_probes(results, exercise, ref: Reference, run: Run, probes) -> tuple[T
             out.append(result)
             continue
         expected = probe_expected(exercise, ref, name, probes[name])
+        if expected is None:
+            out.append(result)
+            continue
         ok = _probe_matches(got, expected)
         zero = ref.gradients[exercise.tensor_of(name)].abs().max().item() < ZERO_IN_TRUTH
         provided = frozenset(ref.tensors) | frozenset(ref.sizes) | frozenset(exercise.given)
@@ -235,6 +263,12 @@ def apply_probes(results, exercise, ref: Reference, run: Run, probes) -> tuple[T
             why = ("right here only because the true gradient is zero" if zero
                    else "right for these upstream gradients only")
             hint = f"{why}: with other upstream values your formula gives the wrong answer, so the formula is wrong"
+            direct = sorted("d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(name)))
+            if sorted(probes[name]) != direct and set(probes[name]) - set(direct):
+                wrong = " and ".join(f"`{g}`" for g in sorted(set(probes[name]) - set(direct)))
+                needs = " and ".join(f"`{g}`" for g in direct)
+                hint = (f"your `{name}` reads {wrong} where the chain rule needs {needs}, the gradient of what "
+                        f"`{exercise.tensor_of(name)}` feeds: {hint}")
             if not got.any():
                 reads = " and ".join(f"`{u}`" for u in sorted(probes[name]))
                 hint = (f"your `{name}` is zero whatever the upstream gradients are; it is {why}. "
@@ -259,6 +293,17 @@ def explain_mistake(exercise, name: str, observations: list[tuple[Reference, tor
     """The error model's explanation of a wrong value (`grader.mistakes`), or None. Each observation
     is a reference, the student's value there, and the random upstream gradients it was probed with;
     `reads`, the names the student's lines for it read."""
+    given = next((frozenset(upstream) for _, _, upstream in observations if upstream), None)
+    direct = frozenset("d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(name)))
+    if given is not None and given != direct and exercise.derived_from is None:
+        # Probed on gradients further up: first the line's own formula on the values the student's
+        # line saw (a gradient put in for another), then the paths between inlined, probe included.
+        taught = [o for o in observations if not o[2]]
+        return _explain(exercise, name, taught, reads, None) or _explain(exercise, name, observations, reads, given)
+    return _explain(exercise, name, observations, reads, given)
+
+
+def _explain(exercise, name: str, observations, reads, given):
     from grader import mistakes
 
     points, formula, context = [], None, None
@@ -267,7 +312,7 @@ def explain_mistake(exercise, name: str, observations: list[tuple[Reference, tor
             continue
         values = mistakes.formula_values(exercise, ref)
         if formula is None:
-            formula, context = mistakes.formula_of(exercise, name, values)
+            formula, context = mistakes.formula_of(exercise, name, values, given)
         points.append(mistakes.Observation({**values, **(upstream or {})}, got))
     if formula is None:
         return None
@@ -308,7 +353,9 @@ def apply_error_model(results, exercise, refs_and_runs, probes) -> tuple[TensorR
     out = []
     the_plan = refs_and_runs[0][1].plan if refs_and_runs else None
     for result in results:
-        explainable = (result.status is Status.FAIL and not result.policy and result.failed_at is None
+        # (A line that fails at other sizes only may have a size hard-coded, or a wrong formula that
+        # happens to fit the lecture's sizes: the error model tells.)
+        explainable = (result.status is Status.FAIL and not result.policy
                        and not (result.hint or "").startswith("the values are right"))
         edit = explain_mistake(exercise, result.name, observations(result.name, refs_and_runs, probes),
                                student_reads(the_plan, result.name)) if explainable else None
@@ -317,6 +364,12 @@ def apply_error_model(results, exercise, refs_and_runs, probes) -> tuple[TensorR
             zero = result.probe == "fail" and truth.abs().max().item() < ZERO_IN_TRUTH
             hint = edit.says + (" (it looked right here only because the true gradient is zero: the grader re-ran "
                                 "your line on random upstream gradients)" if zero else "")
+            read = sorted(probes.get(result.name, ()))
+            direct = sorted("d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(result.name)))
+            if read and set(read) - set(direct) and exercise.derived_from is None:
+                wrong = " and ".join(f"`{g}`" for g in sorted(set(read) - set(direct)))
+                needs = " and ".join(f"`{g}`" for g in direct)
+                hint = f"your `{result.name}` reads {wrong} where the chain rule needs {needs}; so {hint}"
             if result.got_shape is not None and result.got_shape != result.expected_shape:
                 hint += (f" (`{result.name}` has shape {shape_text(result.got_shape)}; `{result.tensor}` has shape "
                          f"{shape_text(result.expected_shape)})")
@@ -374,13 +427,6 @@ def _candidates(exercise, ref: Reference, name: str) -> tuple[list, list[torch.T
     return sums, pieces
 
 
-def _scaled(got: torch.Tensor, piece: torch.Tensor) -> bool:
-    if got.shape != piece.shape or not piece.any():
-        return False
-    factor = ((got * piece).sum() / (piece * piece).sum()).item()
-    return factor != 0 and _probe_matches(got, factor * piece)
-
-
 def blame(exercise, ref: Reference, run: Run, name: str) -> tuple[int, str | None] | None:
     """For a gradient written in several statements whose value is wrong: the line of the first
     statement after which the value is no longer one a right answer passes through, and a hint when
@@ -398,7 +444,8 @@ def blame(exercise, ref: Reference, run: Run, name: str) -> tuple[int, str | Non
                      None)
         if paths is not None:
             earlier = paths
-        elif not (value.is_floating_point() and (not value.any() or any(_scaled(value, p) for p in pieces))):
+        elif not (value.is_floating_point() and (not value.any() or any(
+                value.shape == p.shape and _probe_matches(value, p.to(value.dtype)) for p in pieces))):
             return line, None
     final = run.plan.statements[run.plan.final[name]]
     node = final.node
@@ -458,7 +505,8 @@ def apply_branch_hints(results, exercise, ref: Reference, run: Run, probes) -> t
         answer = run.answers.get(result.name)
         if result.status is Status.FAIL and not result.policy and answer is not None and answer.value is not None \
                 and result.mistake is None:
-            if result.name in run.probes and result.name in probes:
+            direct = {"d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(result.name))}
+            if result.name in run.probes and result.name in probes and set(probes[result.name]) == direct:
                 hint = branch_hint(exercise, ref, result.name, run.probes[result.name], probes[result.name])
             else:
                 hint = branch_hint(exercise, ref, result.name, answer.value)

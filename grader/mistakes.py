@@ -36,7 +36,11 @@ from grader.graph import Line, lines_of
 
 # Sizes in the order a formula should name them when two share a value.
 SIZE_NAMES = ("n", "vocab_size", "n_hidden", "n_embd", "block_size")
-FACTORS = (("2", 2.0), ("1/2", 0.5), ("n", None), ("1/n", None))
+# Factors one path or one side of a formula is classically off by: (label, source).
+PATH_FACTORS = (("n", "n"), ("1/n", "1 / n"), ("2", "2"), ("1/2", "0.5"), ("n-1", "(n - 1)"),
+                ("1/(n-1)", "1 / (n - 1)"), ("(n-1)/n", "(n - 1) / n"), ("n/(n-1)", "n / (n - 1)"))
+# The order edits are tried in: a name put in by mistake says the most, a factor the least.
+PRIORITY = ("tensor", "index", "transpose", "swap", "dim", "sum", "accumulate", "n", "power", "sign", "term", "factor")
 
 
 # --- the right formulas ---
@@ -393,11 +397,30 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
             yield (_replace_at(root, index, flip),
                    f"a sign is wrong in your `{name}`: `{_src(node.right)}` enters the gradient of {where} with "
                    f"the opposite sign", "sign")
+
+            def negate_left(n):
+                n.left = ast.UnaryOp(ast.USub(), n.left)
+                return n
+            yield (_replace_at(root, index, negate_left),
+                   f"a sign is wrong in your `{name}`: `{_src(node.left)}` enters the gradient of {where} with "
+                   f"the opposite sign", "sign")
             for kept, dropped in (("left", node.right), ("right", node.left)):
-                yield (_replace_at(root, index, lambda n, k=kept: getattr(n, k)),
+                minus = kept == "right" and isinstance(node.op, ast.Sub)
+                yield (_replace_at(root, index, lambda n, k=kept, m=minus: ast.UnaryOp(ast.USub(), getattr(n, k))
+                                   if m else getattr(n, k)),
                        f"your `{name}` leaves out the term `{_src(dropped)}` of the gradient of {where}", "term")
+            for side in ("left", "right"):
+                for label, factor in PATH_FACTORS:
+                    def scale(n, s=side, f=factor):
+                        setattr(n, s, ast.BinOp(ast.parse(f, mode="eval").body, ast.Mult(), getattr(n, s)))
+                        return n
+                    yield (_replace_at(root, index, scale),
+                           f"in your `{name}`, `{_src(getattr(node, side))}` is {label} times what it should be in the "
+                           f"gradient of {where}: a constant factor is off", "factor")
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
             for kept, dropped in (("left", node.right), ("right", node.left)):
+                if _constant(dropped) is not None:
+                    continue  # a constant dropped is the whole gradient off by a factor or a sign: said below
                 if isinstance(dropped, ast.Name) and dropped.id.startswith("d") and dropped.id[1:] in context.values:
                     says = (f"your `{name}` is only the local derivative of {where}: by the chain rule it is "
                             f"multiplied by the upstream gradient `{dropped.id}`")
@@ -414,6 +437,11 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
             yield (_replace_at(root, index, lambda n: ast.BinOp(ast.Name("n", ast.Load()), ast.Sub(), ast.Constant(1))),
                    f"your `{name}` uses n-1 where {where} divides by n (only a variance with Bessel's correction "
                    f"divides by n-1)", "n")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and _constant(node.right) == 2 \
+                and isinstance(node.left, ast.Name) and node.left.id in context.same_shape:
+            for other in (o for o in context.same_shape[node.left.id] if o in (reads or ())):
+                yield (_replace_at(root, index, lambda n, o=other: ast.BinOp(n.left, ast.Mult(), ast.Name(o, ast.Load()))),
+                       f"your `{name}` uses `{other}` where the gradient of {where} needs `{node.left.id}`", "tensor")
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and _constant(node.right) is not None:
             p = _constant(node.right)
             for q in (p + 1, p - 1):
@@ -465,6 +493,14 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
                    f"and each use adds its gradient (+=)", "accumulate")
 
 
+class _Renamed(ast.NodeTransformer):
+    def __init__(self, old: str, new: str):
+        self.old, self.new = old, new
+
+    def visit_Name(self, node):
+        return ast.Name(self.new, ast.Load()) if node.id == self.old else node
+
+
 class _Context:
     """What edits need to know: shapes, and which names could be swapped for which."""
 
@@ -510,12 +546,14 @@ def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | N
     classic factors last. `reads`: the names the student's lines read, when known."""
     expressions = [t.expression for t in formula]
     context.several_paths = len(formula) > 1
-    for i, term in enumerate(formula):
-        for edited, says, kind in _term_edits(term, name, context, reads):
-            yield Edit(_sum(expressions[:i] + [edited] + expressions[i + 1:]), says, kind)
+    found = [(PRIORITY.index(kind), i, edited, says, kind) for i, term in enumerate(formula)
+             for edited, says, kind in _term_edits(term, name, context, reads)]
+    found.sort(key=lambda item: item[:2])
+    for _, i, edited, says, kind in found:
+        yield Edit(_sum(expressions[:i] + [edited] + expressions[i + 1:]), says, kind)
     if len(formula) > 1:
         for i, term in enumerate(formula):
-            for label, factor in (("n", "n"), ("1/n", "1 / n"), ("2", "2"), ("1/2", "0.5")):
+            for label, factor in PATH_FACTORS:
                 scaled = ast.BinOp(ast.parse(factor, mode="eval").body, ast.Mult(), term.expression)
                 yield Edit(_sum(expressions[:i] + [scaled] + expressions[i + 1:]),
                            f"in your `{name}`, the path through `{term.line.target}` is {label} times what it should "
@@ -529,6 +567,21 @@ def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | N
             yield Edit(_sum(expressions[:i] + [ast.UnaryOp(ast.USub(), term.expression)] + expressions[i + 1:]),
                        f"the path through `{term.line.target}` has the wrong sign in your `{name}`", "sign")
     whole = _sum(expressions)
+    # A name put in by mistake wherever it occurs (in a formula that inlines a path several times).
+    names = sorted({n.id for n in ast.walk(whole) if isinstance(n, ast.Name)} & set(context.same_shape))
+    for old in names:
+        if sum(isinstance(n, ast.Name) and n.id == old for n in ast.walk(whole)) < 2:
+            continue
+        for other in (o for o in context.same_shape[old] if o in (reads or ())):
+            renamed = _Renamed(old, other).visit(copy.deepcopy(whole))
+            yield Edit(renamed, f"your `{name}` uses `{other}` where its formula needs `{old}`", "tensor")
+    # A factor put in for another wherever the student's own (simplified) formula has it once.
+    for old in sorted(k for k in context.same_shape if not k.startswith("d")):
+        for other in (o for o in context.same_shape[old] if o in (reads or ()) and tuple(
+                context.values[o].shape) == tuple(context.values[old].shape)):
+            ratio = ast.BinOp(ast.Name(other, ast.Load()), ast.Div(), ast.Name(old, ast.Load()))
+            yield Edit(ast.BinOp(ratio, ast.Mult(), whole),
+                       f"your `{name}` uses `{other}` where its formula needs `{old}`", "tensor")
     yield Edit(ast.UnaryOp(ast.USub(), whole), f"your `{name}` has the right size but the opposite sign", "sign")
     bessel = any(_is_n_minus_1(n) for n in ast.walk(whole))
     for label, factor in (("n", "n"), ("1/n", "1 / n"), ("2", "2"), ("1/2", "0.5"), ("n-1", "(n - 1)"),
@@ -594,11 +647,18 @@ def explain(formula: list[Term], name: str, context: _Context, observations: lis
         for observation, want in zip(observations, rights):
             value = _evaluate(code, observation.scope)
             got = observation.got
-            if value is None or value.shape != got.shape or not value.is_floating_point() \
-                    or not torch.isfinite(value).all():
+            if value is None or value.shape != got.shape or not value.is_floating_point():
                 break
             value = value.to(got.dtype)
-            scale = max(value.abs().max().item() if value.numel() else 0.0, want.abs().max().item())
+            finite = torch.isfinite(value)
+            if not finite.all():  # a division by zero: the same entries must blow up the same way
+                if not torch.equal(finite, torch.isfinite(got)) or not torch.equal(value[~finite].nan_to_num(),
+                                                                                   got[~finite].nan_to_num()):
+                    break
+                want = want[finite] if want.shape == finite.shape else want
+                value, got, telling = value[finite], got[finite], True
+            scale = max(value.abs().max().item() if value.numel() else 0.0,
+                        want.abs().max().item() if want.numel() else 0.0)
             if not _close(got, value, scale):
                 break
             telling = telling or value.shape != want.shape or not _close(value, want.to(value.dtype), scale)
@@ -632,14 +692,23 @@ _VALUES: dict = {}
 _PARAMETERS_AND_BATCH = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias", "Xb", "Yb")
 
 
-def formula_of(exercise, name: str, values: dict) -> tuple[list[Term], _Context]:
+def formula_of(exercise, name: str, values: dict, read: frozenset[str] | None = None
+               ) -> tuple[list[Term], _Context]:
     """A target's right formula, as paths, and what its edits need to know. A line of an exercise of
     lines reads the reference's upstream gradients (teacher forcing); an exercise that asks for a
-    gradient in one go, or a training loop, has its upstream formulas inlined down to what is given."""
+    gradient in one go, or a training loop, has its upstream formulas inlined down to what is given.
+    `read`: the gradients the student's lines read, when they are not the direct upstream ones (a
+    path inlined): the paths between are inlined down to them."""
     forward_function = exercise.derived_from or exercise.forward
     inline = exercise.derived_from is not None or exercise.kind == "training"
+    given = frozenset(exercise.given)
+    if not inline and read is not None and read != {"d" + line.target for line in lines_of(forward_function)
+                                                    if exercise.tensor_of(name) in line.reads}:
+        inline, given = True, read
     try:
-        found = terms(forward_function, exercise.tensor_of(name), values, frozenset(exercise.given), inline)
+        found = terms(forward_function, exercise.tensor_of(name), values, given, inline)
+        if inline and any(_free_gradients(t.expression, values) - given for t in found):
+            found = []  # the gradients read do not determine it
     except NotImplementedError:  # an operation the rules above do not know: no formula, no explanation
         found = []
     key = (exercise.id, id(forward_function))
@@ -650,3 +719,21 @@ def formula_of(exercise, name: str, values: dict) -> tuple[list[Term], _Context]
 
 
 _CONTEXTS: dict = {}
+
+
+def _free_gradients(node: ast.AST, values: dict) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id.startswith("d") and n.id[1:] in values
+            and n.id != "dloss"}
+
+
+def inlined_value(exercise, ref, name: str, upstream: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """`name`'s true gradient for gradients further up than its direct upstream (`upstream`), with the
+    paths between inlined; None when those gradients do not determine it."""
+    values = formula_values(exercise, ref)
+    try:
+        found = terms(exercise.forward, exercise.tensor_of(name), values, frozenset(upstream), True)
+    except NotImplementedError:
+        return None
+    if not found or any(_free_gradients(t.expression, values) - set(upstream) for t in found):
+        return None
+    return evaluate_node(_sum([t.expression for t in found]), {**values, **upstream})

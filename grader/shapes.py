@@ -65,7 +65,8 @@ def _shape(node: ast.expr, shapes: dict[str, tuple[int, ...]], sizes: dict[str, 
             if len(a) == 2 and len(b) == 2:
                 if a[1] != b[0]:
                     raise _Misfit(f"`{src}` multiplies `{left}`, {shape_text(a)}, by `{right}`, {shape_text(b)}: "
-                                  f"the inner sizes ({a[1]} and {b[0]}) must be equal")
+                                  f"the inner sizes ({a[1]} and {b[0]}) must be equal; transpose an operand or swap "
+                                  f"the order of the operands, as the shapes decide")
                 return (a[0], b[1])
             raise _Unknown
         out = _broadcast(a, b)
