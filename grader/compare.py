@@ -106,6 +106,7 @@ class TensorResult:
     cell: int | None = None  # in a notebook: the cell (1-based) that `line` is in
     failed_at: str | None = None  # the configuration a line fails at when it passes at the lecture's sizes
     mistake: str | None = None  # the kind of mistake the error model found (`grader.mistakes`): "dim", "sign", ...
+    scored: bool = True  # False for an intermediate graded only to say where a chain breaks (exercise 4)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -134,11 +135,12 @@ class FileResult:
     @property
     def passing(self) -> int:
         """Checks passed: gradients, plus the training run where there is one."""
-        return sum(r.status.passed for r in self.results) + bool(self.training is not None and self.training.passed)
+        return sum(r.status.passed for r in self.results if r.scored) + bool(
+            self.training is not None and self.training.passed)
 
     @property
     def checks(self) -> int:
-        return len(self.results) + (self.training is not None)
+        return sum(r.scored for r in self.results) + (self.training is not None)
 
     @property
     def score(self) -> float:

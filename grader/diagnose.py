@@ -289,13 +289,13 @@ def apply_probes(results, exercise, ref: Reference, run: Run, probes) -> tuple[T
 
 
 def explain_mistake(exercise, name: str, observations: list[tuple[Reference, torch.Tensor, dict | None]],
-                    reads: set[str] | None = None):
+                    reads: set[str] | None = None, taught: frozenset[str] | None = None):
     """The error model's explanation of a wrong value (`grader.mistakes`), or None. Each observation
     is a reference, the student's value there, and the random upstream gradients it was probed with;
     `reads`, the names the student's lines for it read."""
-    given = next((frozenset(upstream) for _, _, upstream in observations if upstream), None)
+    given = next((frozenset(upstream) for _, _, upstream in observations if upstream), taught)
     direct = frozenset("d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(name)))
-    if given is not None and given != direct and exercise.derived_from is None:
+    if given is not None and given != direct and exercise.derived_from is None and exercise.kind != "training":
         # Probed on gradients further up: first the line's own formula on the values the student's
         # line saw (a gradient put in for another), then the paths between inlined, probe included.
         taught = [o for o in observations if not o[2]]
@@ -347,9 +347,11 @@ def student_reads(the_plan: Plan | None, name: str) -> set[str] | None:
     return reads - {name}
 
 
-def apply_error_model(results, exercise, refs_and_runs, probes) -> tuple[TensorResult, ...]:
+def apply_error_model(results, exercise, refs_and_runs, probes, given: frozenset[str] | None = None
+                      ) -> tuple[TensorResult, ...]:
     """Name the mistake of every failing line the error model can reproduce (an edit of the right
-    formula that gives the student's values everywhere)."""
+    formula that gives the student's values everywhere). `given`: for a training loop, the gradients
+    the student's loop assigns (teacher-forced), down to which the formulas are inlined."""
     out = []
     the_plan = refs_and_runs[0][1].plan if refs_and_runs else None
     for result in results:
@@ -358,7 +360,7 @@ def apply_error_model(results, exercise, refs_and_runs, probes) -> tuple[TensorR
         explainable = (result.status is Status.FAIL and not result.policy
                        and not (result.hint or "").startswith("the values are right"))
         edit = explain_mistake(exercise, result.name, observations(result.name, refs_and_runs, probes),
-                               student_reads(the_plan, result.name)) if explainable else None
+                               student_reads(the_plan, result.name), given) if explainable else None
         if edit is not None:
             truth = refs_and_runs[0][0].gradients[exercise.tensor_of(result.name)]
             zero = result.probe == "fail" and truth.abs().max().item() < ZERO_IN_TRUTH

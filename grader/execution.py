@@ -608,7 +608,7 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
         from grader.exercises import BY_ID
 
         exercise = BY_ID[args["exercise"]]
-        the_plan = plan(args["source"], args["filename"], exercise.targets)
+        the_plan = plan(args["source"], args["filename"], exercise.graded)
         guard = Guard(args["filename"], tuple(args["allowed"]))
         compiled = _compile_statements(the_plan, args["filename"])
         channel = _Channel(write_fd, messages)
@@ -814,10 +814,10 @@ class Session:
                  allowed: tuple[str, ...] | None = None):
         self.source, self.filename, self.exercise, self.timeout = source, filename, exercise, timeout
         self.allowed = exercise.allowed if allowed is None else allowed
-        self.plan = plan(source, filename, exercise.targets)
-        self.points = release_points(self.plan, exercise.targets)
+        self.plan = plan(source, filename, exercise.graded)
+        self.points = release_points(self.plan, exercise.graded)
         first = first_public(exercise)
-        self.sizes = {t: math.prod(first.shapes[exercise.tensor_of(t)]) for t in exercise.targets}
+        self.sizes = {t: math.prod(first.shapes[exercise.tensor_of(t)]) for t in exercise.graded}
         self.executor = current_executor()
         self.process = None  # (handle, read_fd, write_fd, messages, reader)
         self.runs: list[Run] = []  # those of the current process, for what its exit says
@@ -846,7 +846,7 @@ class Session:
             except WorkerDied as exc:
                 for run in runs:
                     run.error = str(exc)
-                    _fill_unanswered(run, self.exercise.targets)
+                    _fill_unanswered(run, self.exercise.graded)
                 return runs
         _, _, write_fd, messages, reader = self.process
         reader.deadline = time.monotonic() + self.timeout
@@ -860,7 +860,7 @@ class Session:
         if any(run.error for run in runs):
             self.close()
         for run in runs:
-            _fill_unanswered(run, self.exercise.targets)
+            _fill_unanswered(run, self.exercise.graded)
         return runs
 
     def _later_shared(self) -> list:

@@ -39,6 +39,9 @@ class Exercise:
     # The forward pass whose lines the error model differentiates (`grader.mistakes`), when not
     # `forward`: a fused one, for a gradient asked for in one go.
     derived_from: object | None = None
+    # Gradients graded, teacher-forced, when the student's code assigns them, but not scored: the
+    # intermediates of exercise 4's loop, so a report points at the line where the chain breaks.
+    intermediates: tuple[str, ...] = ()
 
     def tensor_of(self, target: str) -> str:
         """The tensor a gradient name belongs to: `dlogprobs` -> `logprobs`."""
@@ -51,6 +54,14 @@ class Exercise:
     @property
     def solution_path(self) -> Path:
         return ROOT / "solutions" / f"{self.slug}.py"
+
+    @property
+    def graded(self) -> tuple[str, ...]:
+        """The targets and the intermediates, in backward order (the order of the stub's blanks)."""
+        if not self.intermediates:
+            return self.targets
+        order = self.blanks or self.targets
+        return tuple(sorted((*self.targets, *self.intermediates), key=order.index))
 
     @property
     def checks(self) -> int:
@@ -129,6 +140,7 @@ EX4 = Exercise(
     kind="training",
     blanks=("dlogits", "dh", "dW2", "db2", "dhpreact", "dbngain", "dbnbias", "dhprebn", "dembcat", "dW1",
             "db1", "demb", "dC"),
+    intermediates=("dlogits", "dh", "dhpreact", "dhprebn", "dembcat", "demb"),
     configs=(TRAINING,),
     allowed=("softmax", "log_softmax"),
 )

@@ -123,9 +123,10 @@ def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, ti
 def _verdicts(exercise: Exercise, ref: Reference, run, settings: Settings) -> tuple[TensorResult, ...]:
     """Every target of one run compared with one reference, then the policy applied."""
     results = tuple(
-        compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t),
-                settings=settings, n=ref.sizes["n"])
-        for t in exercise.targets
+        replace(compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t),
+                        settings=settings, n=ref.sizes["n"]), scored=t in exercise.targets)
+        for t in exercise.graded
+        if t in exercise.targets or run.answers[t].kind != "missing"  # an intermediate only where written
     )
     return diagnose.apply_policy(results, run)
 
@@ -145,7 +146,7 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
     """Grade Python source against an exercise; never raises for anything the student wrote."""
     ref = first_reference(exercise)
     try:
-        the_plan = plan(source, filename, exercise.targets)
+        the_plan = plan(source, filename, exercise.graded)
     except SyntaxError as exc:
         return _file_error(exercise, ref, filename, f"syntax error at line {exc.lineno}: {exc.msg}")
     if exercise.kind == "training":
@@ -215,21 +216,37 @@ def with_bank_hints(results: tuple[TensorResult, ...], exercise: str | None = No
 
 def _grade_training(*, source: str, filename: str, exercise: Exercise, timeout: float,
                     settings: Settings) -> FileResult:
-    """Exercise 4: the gradients at a few steps of autograd's trajectory, then a training run."""
+    """Exercise 4: the gradients at a few steps of autograd's trajectory, then a training run.
+
+    A parameter's gradient is judged on the student's own chain, as the loop computes it; an
+    intermediate the loop assigns (`dlogits`, `dhprebn`, ...) is judged on the right upstream
+    gradients (teacher-forced), so the report shows the line where the chain breaks."""
     from grader.training import TrainingComparison, autograd_run, compare_training
 
     references, _ = autograd_run(exercise.configs[0])
+    specs = [RunSpec(ref.config, ref.tensors["loss"].dtype, ref.step, Options(inject=inject), ref)
+             for ref in references for inject in (True, False)]
+    with Session(source=source, filename=filename, exercise=exercise, timeout=timeout,
+                 allowed=allowed_shortcuts(exercise, settings)) as session:
+        all_runs = session.run(specs)
     per_step, runs = [], []
-    for ref in references:
-        results, run = _judge(exercise, ref, source=source, filename=filename, timeout=timeout, settings=settings)
-        per_step.append(results)
-        runs.append(run)
-        if run.error:
+    for i, ref in enumerate(references):
+        taught, chained = all_runs[2 * i], all_runs[2 * i + 1]
+        by_taught = {r.name: r for r in _verdicts(exercise, ref, taught, settings)}
+        by_chained = {r.name: r for r in _verdicts(exercise, ref, chained, settings)}
+        per_step.append(tuple(_chain_verdict(by_taught, by_chained, name) for name in by_taught))
+        runs.append(taught)
+        if taught.error or chained.error:
+            runs.append(chained)
             break
-    results = tuple(_worst([step[i] for step in per_step]) for i in range(len(exercise.targets)))
+    results = tuple(_worst([step[i] for step in per_step]) for i in range(len(per_step[0])))
+    # Name the mistake of a wrong line in what the loop computes for it, on the right upstream gradients.
+    assigned = frozenset(t for t in exercise.intermediates if runs[0].answers.get(t) is not None
+                         and runs[0].answers[t].kind != "missing")
+    results = diagnose.apply_error_model(results, exercise, [(references[0], runs[0])], {}, given=assigned)
     error = next((run.error for run in runs if run.error), None)
     training = None
-    unfinished = [r.name for r in results if r.status in (Status.BLANK, Status.MISSING, Status.ERROR)]
+    unfinished = [r.name for r in results if r.scored and r.status in (Status.BLANK, Status.MISSING, Status.ERROR)]
     if unfinished:
         training = TrainingComparison.skipped(f"not run until every gradient runs ({', '.join(unfinished)} not yet)")
     elif error is None:
@@ -238,9 +255,24 @@ def _grade_training(*, source: str, filename: str, exercise: Exercise, timeout: 
             timeout=max(60.0, timeout), allowed=allowed_shortcuts(exercise, settings),
         )
     return FileResult(
-        file=filename, exercise=exercise.id, results=with_bank_hints(results, exercise.id), error=error, points=exercise.points,
-        output=runs[0].output, notes=tuple(runs[0].notes), training=training,
+        file=filename, exercise=exercise.id, results=with_bank_hints(results, exercise.id), error=error,
+        points=exercise.points, output=runs[0].output, notes=tuple(runs[0].notes), training=training,
     )
+
+
+def _chain_verdict(taught: dict[str, TensorResult], chained: dict[str, TensorResult], name: str) -> TensorResult:
+    """One row of exercise 4: an intermediate as taught; a parameter as chained, and when only the
+    chain makes it wrong, the intermediate where the chain breaks."""
+    mine, own = taught[name], chained[name]
+    if not mine.scored:
+        return replace(mine, chained=own.status.value)
+    if own.status.passed or not mine.status.passed:
+        return replace(own, chained=own.status.value)
+    broken = next((r.name for r in taught.values() if not r.scored and not r.status.passed), None)
+    where = f"at `{broken}`" if broken else "in a line above it"
+    return replace(own, chained=own.status.value, hint=(
+        f"your line for `{name}` is right on the right upstream gradients, but your loop's own upstream "
+        f"gradients are off: the chain breaks earlier, {where}"))
 
 
 def resolve_exercise(*, source: str, path: str, exercise: str | None) -> Exercise:

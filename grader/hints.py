@@ -248,6 +248,10 @@ BY_EXERCISE: dict[str, dict[str, Hint]] = {
 }
 
 
+# Exercise 4's loop writes exercise 2's `dlogits` and exercise 3's `dhprebn`.
+BY_EXERCISE["ex4"].update(dlogits=BY_EXERCISE["ex2"]["dlogits"], dhprebn=BY_EXERCISE["ex3"]["dhprebn"])
+
+
 def hint_for(name: str, exercise: str | None = None) -> Hint | None:
     """The hint bank's entry for a gradient name (`dbnvar`) in an exercise (exercise 1's words when the
     exercise has none of its own), or None."""

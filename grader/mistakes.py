@@ -702,8 +702,10 @@ def formula_of(exercise, name: str, values: dict, read: frozenset[str] | None = 
     forward_function = exercise.derived_from or exercise.forward
     inline = exercise.derived_from is not None or exercise.kind == "training"
     given = frozenset(exercise.given)
-    if not inline and read is not None and read != {"d" + line.target for line in lines_of(forward_function)
-                                                    if exercise.tensor_of(name) in line.reads}:
+    if exercise.kind == "training" and read is not None:
+        given = given | read  # the intermediates the loop assigns are teacher-forced
+    elif not inline and read is not None and read != {"d" + line.target for line in lines_of(forward_function)
+                                                      if exercise.tensor_of(name) in line.reads}:
         inline, given = True, read
     try:
         found = terms(forward_function, exercise.tensor_of(name), values, given, inline)
