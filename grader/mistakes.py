@@ -38,7 +38,8 @@ from grader.graph import Line, lines_of
 SIZE_NAMES = ("n", "vocab_size", "n_hidden", "n_embd", "block_size")
 # Factors one path or one side of a formula is classically off by: (label, source).
 PATH_FACTORS = (("n", "n"), ("1/n", "1 / n"), ("2", "2"), ("1/2", "0.5"), ("n-1", "(n - 1)"),
-                ("1/(n-1)", "1 / (n - 1)"), ("(n-1)/n", "(n - 1) / n"), ("n/(n-1)", "n / (n - 1)"))
+                ("1/(n-1)", "1 / (n - 1)"), ("(n-1)/n", "(n - 1) / n"), ("n/(n-1)", "n / (n - 1)"),
+                ("((n-1)/n)²", "((n - 1) / n) ** 2"), ("(n/(n-1))²", "(n / (n - 1)) ** 2"))
 # The order edits are tried in: a name put in by mistake says the most, a factor the least.
 PRIORITY = ("tensor", "index", "transpose", "swap", "dim", "sum", "accumulate", "n", "power", "sign", "term", "factor")
 
@@ -57,6 +58,9 @@ class _Deriver:
     def __init__(self, values: dict[str, object]):
         self.values = values
         self.scope = {"torch": torch, "F": F, **values}
+        # A gradient has its tensor's shape: enough to follow a formula's shapes.
+        self.scope.update({"d" + k: v for k, v in values.items() if isinstance(v, torch.Tensor)
+                           and "d" + k not in self.scope})
 
     @functools.lru_cache(maxsize=None)  # noqa: B019 - one deriver per forward pass, kept for the process
     def shape(self, text: str) -> tuple[int, ...]:
