@@ -2,8 +2,9 @@
 
     python bench/bench_grade.py [--runs 15]
 
-Times `grade solutions/ex1_backprop_all.py` and `python -c "import torch"` as whole
-commands, alternating them, and prints both medians, their difference and ratio.
+Times `grade solutions/ex1_backprop_all.py`, the same file with one wrong line (what the
+error model costs: it runs only for failing lines) and `python -c "import torch"` as whole
+commands, alternating them, and prints the medians, their difference and ratio.
 Target: grading costs at most 0.5 s more than importing torch.
 """
 
@@ -14,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,9 +33,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     grade = shutil.which("grade") or sys.exit("install the kit first: `grade` is not on PATH")
+    solution = (ROOT / "solutions" / "ex1_backprop_all.py").read_text(encoding="utf-8")
+    wrong = Path(tempfile.mkdtemp()) / "ex1_backprop_all.py"
+    wrong.write_text(solution.replace("dprobs = (1.0 / probs) * dlogprobs", "dprobs = (1.0 / counts) * dlogprobs"))
     commands = {
         "import torch": [sys.executable, "-c", "import torch"],
         "grade solution": [grade, "solutions/ex1_backprop_all.py"],
+        "one mistake": [grade, str(wrong)],
     }
     for command in commands.values():  # warm the file cache
         timed(command)
@@ -44,6 +50,7 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, value in medians.items():
         print(f"{name:15} median {value:.3f} s over {args.runs} runs (min {min(times[name]):.3f}, max {max(times[name]):.3f})")
+    print(f"naming one mistake costs {medians['one mistake'] - medians['grade solution']:+.3f} s")
     extra = medians["grade solution"] - medians["import torch"]
     print(f"grading costs {extra:+.3f} s beyond importing torch (ratio {medians['grade solution'] / medians['import torch']:.2f}); target: at most +0.5 s")
 
