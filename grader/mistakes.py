@@ -331,6 +331,17 @@ def _where(dim: int) -> str:
     return {0: "the batch (dim 0)", 1: "the columns (dim 1)"}.get(dim, f"dim {dim}")
 
 
+def _other_dims(root: ast.expr, index: int, position: int, ndim: int) -> Iterator[tuple[int, ast.expr]]:
+    """The call at `index` with its dim argument (at `position`) changed to each other dim."""
+    dim = list(ast.walk(root))[index].args[position].value
+    for other in range(ndim):
+        if other != dim:
+            def redim(n, o=other):
+                n.args[position] = ast.Constant(o)
+                return n
+            yield other, _replace_at(root, index, redim)
+
+
 def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | None
                 ) -> Iterator[tuple[ast.expr, str, str]]:
     """Small edits inside one path's formula: (edited formula, sentence, kind)."""
@@ -377,15 +388,9 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "sum" \
                 and node.args and isinstance(node.args[0], ast.Constant):
             dim = node.args[0].value
-            ndim = len(context.shape(_src(node.func.value)))
-            for other in range(ndim):
-                if other != dim:
-                    def redim(n, o=other):
-                        n.args[0] = ast.Constant(o)
-                        return n
-                    yield (_replace_at(root, index, redim),
-                           f"you summed over dim {other}; `{tensor}` was broadcast over {_where(dim)} in {where}, "
-                           f"so sum over dim {dim}", "dim")
+            for other, edited in _other_dims(root, index, 0, len(context.shape(_src(node.func.value)))):
+                yield (edited, f"you summed over dim {other}; `{tensor}` was broadcast over {_where(dim)} in {where}, "
+                               f"so sum over dim {dim}", "dim")
             yield (_replace_at(root, index, lambda n: n.func.value),
                    f"the sum over dim {dim} is missing: `{tensor}` was broadcast over {_where(dim)} in {where}, "
                    f"so its gradient sums over dim {dim}", "sum")
@@ -480,14 +485,9 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
         if isinstance(node, ast.Call) and _src(node.func) in ("F.softmax", "F.log_softmax") and len(node.args) == 2 \
                 and isinstance(node.args[1], ast.Constant):
             dim = node.args[1].value
-            for other in range(len(context.shape(_src(node.args[0])))):
-                if other != dim:
-                    def redim(n, o=other):
-                        n.args[1] = ast.Constant(o)
-                        return n
-                    yield (_replace_at(root, index, redim),
-                           f"your `{name}` takes the softmax over dim {other}; in {where} each example's row is "
-                           f"normalised, over dim {dim}", "dim")
+            for other, edited in _other_dims(root, index, 1, len(context.shape(_src(node.args[0])))):
+                yield (edited, f"your `{name}` takes the softmax over dim {other}; in {where} each example's row is "
+                               f"normalised, over dim {dim}", "dim")
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "index_add_":
             def overwrite(n):
                 n.func.attr = "index_copy_"
