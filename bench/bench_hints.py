@@ -47,7 +47,8 @@ TARGETS = {"flagged": 1.0, "at_statement": 0.98, "right_hint": 0.90, "collateral
 def grade_job(job: tuple[str, str, str]) -> dict:
     """Grade one source; only plain data comes back from a worker."""
     source, filename, exercise_id = job
-    result = grade_source(source=source, filename=filename, exercise=BY_ID[exercise_id])
+    # A generous time limit: the figures are about hints, not about a loaded machine.
+    result = grade_source(source=source, filename=filename, exercise=BY_ID[exercise_id], timeout=30.0)
     return {
         "error": result.error,
         "rows": {r.name: {"status": r.status.value, "passed": r.status.passed, "line": r.line, "hint": r.hint}

@@ -559,9 +559,12 @@ def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | N
         for i, term in enumerate(formula):
             for label, factor in PATH_FACTORS:
                 scaled = ast.BinOp(ast.parse(factor, mode="eval").body, ast.Mult(), term.expression)
+                variance = any(_is_n_minus_1(n) for n in ast.walk(term.expression))
+                why = (" (the variance's Bessel correction divides by n-1: check that n/(n-1) is there, "
+                       "the right way up)" if variance and "n-1" in label else "")
                 yield Edit(_sum(expressions[:i] + [scaled] + expressions[i + 1:]),
                            f"in your `{name}`, the path through `{term.line.target}` is {label} times what it should "
-                           f"be: a constant factor is off", "factor")
+                           f"be: a constant factor is off{why}", "factor")
         for i, term in enumerate(formula):
             kept = [t for t in formula if t is not term]
             have = " and ".join(f"`{t.line.target}`" for t in kept)

@@ -94,7 +94,7 @@ EX3_MISTAKES = {
     "Bessel left out": ("dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - bnraw*(dhpreact*bnraw).sum(0))",
                         ["variance with 1/n", "Bessel"]),
     "Bessel inverted": ("dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - (n-1)/n*bnraw*"
-                        "(dhpreact*bnraw).sum(0))", ["n-1"]),
+                        "(dhpreact*bnraw).sum(0))", ["((n-1)/n)² times", "Bessel", "the right way up"]),
     "mean path left out": ("dhprebn = bngain*bnvar_inv/n * (n*dhpreact - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))",
                            ["path", "`bnmean`"]),
     "direct path scaled": ("dhprebn = bngain*bnvar_inv/n * (dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*"
