@@ -51,8 +51,9 @@ def hardcoded_hint(result: TensorResult, other: TensorResult, config, run: Run) 
     statement = run.plan.statements[run.plan.final[result.name]] if run.plan and result.name in run.plan.final else None
     literals = sorted({
         int(node.value) for node in ast.walk(statement.node)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
-        and float(node.value).is_integer() and int(node.value) in LECTURE_LITERALS
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float)
+        and (node.value in LECTURE_LITERALS if type(node.value) is int
+             else node.value.is_integer() and int(node.value) in LECTURE_LITERALS)
     }) if statement is not None else []
     if literals:
         uses = "; ".join(f"line {statement.line} uses {value}; use `{LECTURE_LITERALS[value]}`" for value in literals)
@@ -135,7 +136,8 @@ def _needs(node: ast.AST) -> set[str]:
              for n in ast.walk(inner.target) if isinstance(n, ast.Name)}
     reads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     changed = assigned_names(node) - _fresh(node)
-    return (reads | changed) - loops - (assigned_names(node) - changed)
+    # (`x = x + y` reads the x from before it: a name it assigns anew is still needed if it reads it.)
+    return (reads | changed) - loops
 
 
 def _fresh(node: ast.AST) -> set[str]:
@@ -171,16 +173,21 @@ def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, t
         read_gradients = reads & gradient_names
         others = reads - gradient_names - in_scope - set(dir(builtins))
         loss_only = upstream == {"d" + lines_of(exercise.forward)[-1].target}
+        if (not read_gradients and loss_only) or others:
+            continue
+        # The direct upstream gradients, unless the lines read others, or read some of them and may
+        # compute the rest from those (`dhprebn = dbndiff - dbndiff.mean(0)` inlines `dbnmeani`): then
+        # the ones they read, and the grader inlines the paths between.
+        derivable = any(r[1:] in _descendants(exercise.forward, m[1:])
+                        for m in upstream - read_gradients for r in read_gradients)
+        chosen = upstream if read_gradients <= upstream and not derivable else read_gradients
         # Random values for two gradients of which one is computed from the other would contradict
-        # each other: such lines are not probed.
-        # (The direct upstream gradients are independent by construction: each path is linear in its own.)
-        tied = not read_gradients <= upstream and any(
-            b[1:] in _descendants(exercise.forward, a[1:]) for a in read_gradients for b in read_gradients)
-        if (not read_gradients and loss_only) or others or tied:
+        # each other (the direct upstream ones are independent: each path is linear in its own).
+        if chosen is read_gradients and any(b[1:] in _descendants(exercise.forward, a[1:])
+                                            for a in read_gradients for b in read_gradients):
             continue
         probes[target] = {
-            name: _seeded_randn(ref.shapes[name[1:]], f"{target}:{name}")
-            for name in sorted(upstream if read_gradients <= upstream else read_gradients)
+            name: _seeded_randn(ref.shapes[name[1:]], f"{target}:{name}") for name in sorted(chosen)
         }
     return probes
 
@@ -441,15 +448,25 @@ def blame(exercise, ref: Reference, run: Run, name: str) -> tuple[int, str | Non
     if not sums:
         return None
     earlier: set[str] = set()
+    # Each partial value is on the way to a right answer (a sum of paths, a piece of a path's formula,
+    # zeros to start from) or not. A step the formula does not show may still be right when a later
+    # value is back on the way (`logits.exp()`, then divided by its sum, is the softmax): the statement
+    # blamed is the first off the way after the last one on it, or the first of all if none is.
+    on_way = []
     for line, value in partials:
         paths = next((paths for paths, total in sums if _probe_matches(value, total) and value.shape == total.shape),
                      None)
         if paths is not None:
             earlier = paths
-        elif not (value.is_floating_point() and (not value.any() or any(
-                value.shape == p.shape and _probe_matches(value, p.to(value.dtype)) for p in pieces))):
-            return line, None
+        on_way.append(paths is not None or (value.is_floating_point() and (not value.any() or any(
+            value.shape == p.shape and _probe_matches(value, p.to(value.dtype)) for p in pieces))))
     final = run.plan.statements[run.plan.final[name]]
+    last = max((i for i, ok in enumerate(on_way) if ok), default=None)
+    if last is None and not on_way[0]:
+        return partials[0][0], None
+    off = next((i for i in range(last + 1, len(partials)) if not on_way[i]), None) if last is not None else None
+    if off is not None:
+        return partials[off][0], None
     node = final.node
     replaced = isinstance(node, ast.Assign) and name not in {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
     now = next((paths for paths, total in sums if _probe_matches(answer.value, total)
@@ -551,7 +568,8 @@ def apply_mutations(results, run: Run) -> tuple[TensorResult, ...]:
             said = (f"line {line} changed `{r.name}` in place after it was answered, through an alias (a name "
                     f"assigned `{r.name}` itself, not a copy, then changed with `+=` or the like), so your "
                     f"`{r.name}` no longer holds the gradient. Use `.clone()` when you copy a gradient")
-            r = replace(r, warning=said, **({"status": Status.FAIL, "hint": said} if r.status.passed else {}))
+            r = replace(r, warning=said, **({"status": Status.FAIL, "hint": said, "mistake": "alias"}
+                                             if r.status.passed else {}))
         out.append(r)
     return tuple(out)
 

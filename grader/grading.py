@@ -438,6 +438,9 @@ def _suggest_for_missing(result: FileResult, loaded: Loaded) -> FileResult:
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         reads = set()
     guesses = suggest_names(set(loaded.assigned), missing, loaded.statements, reads)
+    if loaded.origin is None:  # a .py file has no forward pass of its own: a helper is no renamed tensor
+        provided = scope_names(loaded.exercise)
+        guesses = {old: new for old, new in guesses.items() if new not in provided}
     if not guesses:
         return result
     by_target = {new: old for old, new in guesses.items()}

@@ -32,6 +32,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from grader.compare import ATOL, RTOL
 from grader.graph import Line, lines_of
 
 # Sizes in the order a formula should name them when two share a value.
@@ -403,16 +404,19 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
             def flip(n, op=flipped):
                 n.op = op
                 return n
-            yield (_replace_at(root, index, flip),
-                   f"a sign is wrong in your `{name}`: `{_src(node.right)}` enters the gradient of {where} with "
-                   f"the opposite sign", "sign")
 
             def negate_left(n):
                 n.left = ast.UnaryOp(ast.USub(), n.left)
                 return n
-            yield (_replace_at(root, index, negate_left),
-                   f"a sign is wrong in your `{name}`: `{_src(node.left)}` enters the gradient of {where} with "
-                   f"the opposite sign", "sign")
+            # (A constant with the wrong sign is no mistake a student makes: `bnvar + 1e-5` dropped is.)
+            if _constant(node.right) is None:
+                yield (_replace_at(root, index, flip),
+                       f"a sign is wrong in your `{name}`: `{_src(node.right)}` enters the gradient of {where} with "
+                       f"the opposite sign", "sign")
+            if _constant(node.left) is None:
+                yield (_replace_at(root, index, negate_left),
+                       f"a sign is wrong in your `{name}`: `{_src(node.left)}` enters the gradient of {where} with "
+                       f"the opposite sign", "sign")
             for kept, dropped in (("left", node.right), ("right", node.left)):
                 minus = kept == "right" and isinstance(node.op, ast.Sub)
                 yield (_replace_at(root, index, lambda n, k=kept, m=minus: ast.UnaryOp(ast.USub(), getattr(n, k))
@@ -522,6 +526,7 @@ class _Context:
             self.same_shape[name] = group
             self.same_shape["d" + name] = ["d" + o for o in group]
         self.several_paths = False  # set per formula by `edits`
+        self.inlined = False  # whether the formula inlines upstream paths (set by `formula_of`)
         self.int_names = sorted(k for k, v in self.values.items() if isinstance(v, torch.Tensor)
                                 and not v.is_floating_point() and k in scope_names)
 
@@ -582,8 +587,10 @@ def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | N
         for other in (o for o in context.same_shape[old] if o in (reads or ())):
             renamed = _Renamed(old, other).visit(copy.deepcopy(whole))
             yield Edit(renamed, f"your `{name}` uses `{other}` where its formula needs `{old}`", "tensor")
-    # A factor put in for another wherever the student's own (simplified) formula has it once.
-    for old in sorted(k for k in context.same_shape if not k.startswith("d")):
+    # A factor put in for another wherever a student's own simplified formula (of an inlined chain,
+    # as in exercise 3) has it once.
+    present = {n.id for n in ast.walk(whole) if isinstance(n, ast.Name)}
+    for old in sorted(k for k in context.same_shape if not k.startswith("d") and k in present and context.inlined):
         for other in (o for o in context.same_shape[old] if o in (reads or ()) and tuple(
                 context.values[o].shape) == tuple(context.values[old].shape)):
             ratio = ast.BinOp(ast.Name(other, ast.Load()), ast.Div(), ast.Name(old, ast.Load()))
@@ -595,9 +602,12 @@ def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | N
                           ("1/(n-1)", "1 / (n - 1)"), ("n/(n-1)", "n / (n - 1)"), ("(n-1)/n", "(n - 1) / n"),
                           ("n²", "n * n"), ("1/n²", "1 / (n * n)")):
         scaled = ast.BinOp(ast.parse(factor, mode="eval").body, ast.Mult(), whole)
-        if "n-1" in label:
-            why = (": check Bessel's correction, the variance divides by n-1" if bessel
-                   else ": it divides by n-1 where the forward pass divides by n (there is no variance here)")
+        if label in ("n/(n-1)", "1/(n-1)"):
+            why = ": it divides by n-1 where n belongs" + (" (only the variance divides by n-1)" if bessel
+                                                          else " (there is no variance here)")
+        elif "n-1" in label:
+            why = (": it divides by n where n-1 belongs, or multiplies by n-1: Bessel's correction, the variance "
+                   "divides by n-1" if bessel else ": there is no n-1 in this gradient (no variance here)")
         elif label in ("n", "1/n", "n²", "1/n²"):
             why = ": the loss is a mean over the n examples of the batch, which puts one 1/n in every gradient"
         else:
@@ -668,7 +678,12 @@ def explain(formula: list[Term], name: str, context: _Context, observations: lis
                         want.abs().max().item() if want.numel() else 0.0)
             if not _close(got, value, scale):
                 break
-            telling = telling or value.shape != want.shape or not _close(value, want.to(value.dtype), scale)
+            # Told apart from the right formula: clearly, or as the verdict told the student's value
+            # apart (compare's tolerance) where it did.
+            want = want.to(value.dtype)
+            telling = telling or value.shape != want.shape or not _close(value, want, scale) or (
+                not torch.allclose(got, want, rtol=RTOL, atol=ATOL)
+                and not torch.allclose(value, want, rtol=RTOL, atol=ATOL))
         else:
             if telling:
                 return edit
@@ -724,6 +739,7 @@ def formula_of(exercise, name: str, values: dict, read: frozenset[str] | None = 
     if key not in _CONTEXTS:
         scope = set(exercise.scope) if exercise.scope is not None else set(values)
         _CONTEXTS[key] = _Context(_deriver(forward_function, values), scope)
+    _CONTEXTS[key].inlined = inline
     return found, _CONTEXTS[key]
 
 

@@ -311,3 +311,65 @@ def test_the_error_model_derives_and_explains_a_forward_pass_it_has_never_seen()
     got = scope["dz"].sum(1)
     edit = explain(terms(tiny_forward, "b", values), "db", context, [Observation(scope, got)], reads={"dz"})
     assert edit is not None and edit.kind == "dim" and "summed over dim 1" in edit.says
+
+
+# --- right answers written in unusual ways stay right ---
+
+
+@pytest.mark.parametrize("prefix, lines", [
+    ("dcounts =", "dcounts = counts_sum_inv * dprobs\ndcounts = dcounts + torch.ones_like(counts) * dcounts_sum"),
+    ("dbndiff =", "dbndiff = bnvar_inv * dbnraw\ndbndiff = dbndiff + (2*bndiff) * dbndiff2"),
+    ("dhpreact =", "local = torch.ones_like(h)\nlocal = local - h**2\ndhpreact = local * dh"),
+    ("db1 =", "db1 = dhprebn\ndb1 = db1.sum(0)"),
+    ("dhprebn =", "dhprebn = dbndiff - dbndiff.mean(0, keepdim=True)"),
+    ("dhprebn =", "dhprebn = dbndiff - dbndiff.sum(0, keepdim=True) / n"),
+    ("dlogits =", "dlogits = dnorm_logits - F.one_hot(logits.max(1).indices, vocab_size) * "
+                  "dnorm_logits.sum(1, keepdim=True)"),
+    ("dcounts =", "dcounts = counts_sum_inv * dprobs - counts_sum**-2 * (counts * dprobs).sum(1, keepdim=True)"),
+])
+def test_a_right_answer_in_an_unusual_form_passes(solution, prefix, lines):
+    result = grade_text(replace_line(solution, prefix, lines))
+    assert all(r.status.passed for r in result.results), [(r.name, r.hint) for r in result.results if not r.status.passed]
+    assert result.names is None  # and no renaming is suggested for a helper
+
+
+def test_exercise_3_rebuilt_from_itself_passes():
+    source = HEADER + ("dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0))\n"
+                       "dhprebn = dhprebn - bngain*bnvar_inv/(n-1)*bnraw*(dhpreact*bnraw).sum(0)\n")
+    assert grade_text(source, filename="ex3_batchnorm.py", exercise=EX3).passed
+
+
+def test_a_first_step_the_formula_does_not_show_is_not_blamed():
+    # logits.exp() is not on the formula's way, but divided by its sum it is the softmax again.
+    source = HEADER + ("dlogits = logits.exp()\ndlogits /= dlogits.sum(1, keepdim=True)\n"
+                       "dlogits[range(n), Yb] -= 1\ndlogits /= (n - 1)\n")
+    row = grade_text(source, filename="ex2_cross_entropy.py", exercise=EX2).results[0]
+    assert row.status is Status.FAIL and row.line == 6 and "n-1" in row.hint
+
+
+def test_an_explanation_needs_values_that_tell_it_apart(solution):
+    # Dropping the path through max changes the value by rounding only: the probe, not a factor, tells.
+    row = by_name(grade_text(replace_line(solution, "dlogits =", "dlogits = dnorm_logits.clone()")))["dlogits"]
+    assert "not the one through `logit_maxes`" in row.hint and "times" not in row.hint
+    eps = by_name(grade_text(replace_line(solution, "dbnvar =", "dbnvar = (-0.5*bnvar**-1.5) * dbnvar_inv")))["dbnvar"]
+    assert eps.status is Status.FAIL and "leaves out the term `1e-05`" in eps.hint
+
+
+def test_an_aliased_answer_is_not_called_rounding(solution):
+    source = replace_line(solution, "dlogits =", "dlogits = dnorm_logits\n"
+                          "dlogits += F.one_hot(logits.max(1).indices, num_classes=vocab_size) * dlogit_maxes")
+    row = by_name(grade_text(source))["dnorm_logits"]
+    assert row.status is Status.FAIL and "alias" in row.hint and "rounding" not in row.hint
+
+
+def test_a_huge_literal_in_a_line_is_no_crash(solution):
+    line = ("dlogprobs = -1.0/32 * F.one_hot(Yb, num_classes=vocab_size).float() if True else 1" + "0" * 400)
+    row = by_name(grade_text(replace_line(solution, "dlogprobs =", line)))["dlogprobs"]
+    assert row.status is Status.FAIL and "uses 32; use `n`" in row.hint
+
+
+def test_n_minus_1_where_n_belongs_is_not_blamed_on_bessel():
+    source = HEADER + ("dhprebn = bngain*bnvar_inv/(n-1) * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*"
+                       "(dhpreact*bnraw).sum(0))\n")
+    row = grade_text(source, filename="ex3_batchnorm.py", exercise=EX3).results[0]
+    assert row.status is Status.FAIL and "divides by n-1 where n belongs" in row.hint
