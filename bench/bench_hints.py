@@ -60,8 +60,20 @@ def grade_all(jobs: list[tuple[str, str, str]], workers: int = 2) -> list[dict]:
     if workers <= 1 or len(jobs) < 2:
         return [grade_job(job) for job in jobs]
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_own_executor) as pool:
         return list(pool.map(grade_job, jobs, chunksize=4))
+
+
+def _own_executor() -> None:
+    """In a forked pool process: student processes from a worker of its own, closed when it ends
+    (the parent's worker, if it had started one, answers the parent alone)."""
+    from multiprocessing.util import Finalize
+
+    from grader.execution import LocalExecutor, use_executor
+
+    executor = LocalExecutor()
+    use_executor(executor)
+    Finalize(executor, lambda: executor.worker is not None and executor.worker.close(), exitpriority=10)
 
 
 def spread(items: list, limit: int | None) -> list:

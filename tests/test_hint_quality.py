@@ -136,7 +136,9 @@ def test_rewrites_are_right_and_different(suite):
 
 @pytest.fixture(scope="module")
 def report():
-    return bench().run(workers=2)
+    # In this process, one submission after another: a pool forked from a test process would share
+    # the student-process worker that earlier tests started.
+    return bench().run(workers=1)
 
 
 def examples(records, why) -> str:
