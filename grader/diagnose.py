@@ -22,9 +22,11 @@ import builtins
 import functools
 import hashlib
 from dataclasses import replace
+from itertools import combinations
 
 import torch
 
+from grader import mistakes
 from grader.compare import Settings, Status, TensorResult, compare, shape_text
 from grader.execution import Plan, Run, assigned_names
 from grader.graph import consumers, contribution, lines_of
@@ -97,6 +99,28 @@ def warm_probes(exercise, ref: Public) -> None:
                 _seeded_randn(ref.shapes[line.target], f"{target}:d{line.target}")
 
 
+def direct_upstream(exercise, name: str) -> frozenset[str]:
+    """The gradients of the lines that read `name`'s tensor: what a line for `name` reads by the chain rule."""
+    return frozenset("d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(name)))
+
+
+def provided_names(exercise, ref: Public | Reference) -> frozenset[str]:
+    """What the grader puts in scope and restores before every statement: the forward tensors, the
+    sizes and the given gradients."""
+    return frozenset(ref.tensors) | frozenset(ref.sizes) | frozenset(exercise.given)
+
+
+def _reads_instead(exercise, name: str, read) -> str | None:
+    """`your dh reads dnorm_logits where the chain rule needs dlogits`, when it reads gradients other
+    than its direct upstream ones (a path inlined, or a gradient put in for another)."""
+    direct = direct_upstream(exercise, name)
+    wrong = sorted(set(read) - direct)
+    if not wrong:
+        return None
+    return (f"your `{name}` reads {' and '.join(f'`{g}`' for g in wrong)} where the chain rule needs "
+            f"{' and '.join(f'`{g}`' for g in sorted(direct))}")
+
+
 def probe_slice(the_plan: Plan, target: str, provided: frozenset[str] = frozenset()
                 ) -> tuple[tuple[int, ...], set[str]] | None:
     """The statements that compute `target`'s answer from the answers before it, and the gradients
@@ -161,13 +185,13 @@ def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, t
     gradient_names = {"d" + name for name in ref.shapes}
     in_scope = set(ref.tensors if exercise.scope is None else exercise.scope) | set(ref.sizes) | {"torch", "F"}
     probes = {}
-    provided = frozenset(ref.tensors) | frozenset(ref.sizes) | frozenset(exercise.given)
+    provided = provided_names(exercise, ref)
     for target in exercise.targets:
         found = probe_slice(the_plan, target, provided)
         if found is None:
             continue
         _, reads = found
-        upstream = {"d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(target))}
+        upstream = direct_upstream(exercise, target)
         if not upstream or not upstream <= gradient_names or target in reads:
             continue
         read_gradients = reads & gradient_names
@@ -233,10 +257,7 @@ _EXPECTED: dict = {}
 
 def _probe_expected(exercise, ref: Reference, target: str, upstream: dict[str, torch.Tensor]) -> torch.Tensor | None:
     tensor = exercise.tensor_of(target)
-    direct = {"d" + line.target for line in consumers(exercise.forward, tensor)}
-    if set(upstream) != direct:
-        from grader import mistakes
-
+    if set(upstream) != direct_upstream(exercise, target):
         return mistakes.inlined_value(exercise, ref, target, upstream)
     values = {**ref.tensors, **ref.sizes}
     total = None
@@ -261,8 +282,7 @@ def apply_probes(results, exercise, ref: Reference, run: Run, probes) -> tuple[T
             continue
         ok = _probe_matches(got, expected)
         zero = ref.gradients[exercise.tensor_of(name)].abs().max().item() < ZERO_IN_TRUTH
-        provided = frozenset(ref.tensors) | frozenset(ref.sizes) | frozenset(exercise.given)
-        if not zero and not _reads_a_gradient(run.plan, name, probes[name], provided):
+        if not zero and not _reads_a_gradient(run.plan, name, probes[name], provided_names(exercise, ref)):
             # Built from the forward tensors alone (a shortcut): the probe speaks only of a true zero.
             out.append(result)
             continue
@@ -270,12 +290,9 @@ def apply_probes(results, exercise, ref: Reference, run: Run, probes) -> tuple[T
             why = ("right here only because the true gradient is zero" if zero
                    else "right for these upstream gradients only")
             hint = f"{why}: with other upstream values your formula gives the wrong answer, so the formula is wrong"
-            direct = sorted("d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(name)))
-            if sorted(probes[name]) != direct and set(probes[name]) - set(direct):
-                wrong = " and ".join(f"`{g}`" for g in sorted(set(probes[name]) - set(direct)))
-                needs = " and ".join(f"`{g}`" for g in direct)
-                hint = (f"your `{name}` reads {wrong} where the chain rule needs {needs}, the gradient of what "
-                        f"`{exercise.tensor_of(name)}` feeds: {hint}")
+            instead = _reads_instead(exercise, name, probes[name])
+            if instead:
+                hint = f"{instead}, the gradient of what `{exercise.tensor_of(name)}` feeds: {hint}"
             if not got.any():
                 reads = " and ".join(f"`{u}`" for u in sorted(probes[name]))
                 hint = (f"your `{name}` is zero whatever the upstream gradients are; it is {why}. "
@@ -301,8 +318,7 @@ def explain_mistake(exercise, name: str, observations: list[tuple[Reference, tor
     is a reference, the student's value there, and the random upstream gradients it was probed with;
     `reads`, the names the student's lines for it read."""
     given = next((frozenset(upstream) for _, _, upstream in observations if upstream), taught)
-    direct = frozenset("d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(name)))
-    if given is not None and given != direct and exercise.derived_from is None and exercise.kind != "training":
+    if given is not None and given != direct_upstream(exercise, name) and exercise.derived_from is None and exercise.kind != "training":
         # Probed on gradients further up: first the line's own formula on the values the student's
         # line saw (a gradient put in for another), then the paths between inlined, probe included.
         taught = [o for o in observations if not o[2]]
@@ -311,19 +327,17 @@ def explain_mistake(exercise, name: str, observations: list[tuple[Reference, tor
 
 
 def _explain(exercise, name: str, observations, reads, given):
-    from grader import mistakes
-
-    points, formula, context = [], None, None
+    points, formula = [], None
     for ref, got, upstream in observations:
         if got is None or not got.is_floating_point():
             continue
         values = mistakes.formula_values(exercise, ref)
         if formula is None:
-            formula, context = mistakes.formula_of(exercise, name, values, given)
+            formula, context, inlined = mistakes.formula_of(exercise, name, values, given)
         points.append(mistakes.Observation({**values, **(upstream or {})}, got))
     if formula is None:
         return None
-    return mistakes.explain(formula, name, context, points, reads)
+    return mistakes.explain(formula, name, context, points, reads, inlined)
 
 
 def observations(name: str, refs_and_runs, probes) -> list:
@@ -373,12 +387,9 @@ def apply_error_model(results, exercise, refs_and_runs, probes, given: frozenset
             zero = result.probe == "fail" and truth.abs().max().item() < ZERO_IN_TRUTH
             hint = edit.says + (" (it looked right here only because the true gradient is zero: the grader re-ran "
                                 "your line on random upstream gradients)" if zero else "")
-            read = sorted(probes.get(result.name, ()))
-            direct = sorted("d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(result.name)))
-            if read and set(read) - set(direct) and exercise.derived_from is None:
-                wrong = " and ".join(f"`{g}`" for g in sorted(set(read) - set(direct)))
-                needs = " and ".join(f"`{g}`" for g in direct)
-                hint = f"your `{result.name}` reads {wrong} where the chain rule needs {needs}; so {hint}"
+            instead = _reads_instead(exercise, result.name, probes.get(result.name, ()))
+            if instead and exercise.derived_from is None:
+                hint = f"{instead}; so {hint}"
             if result.got_shape is not None and result.got_shape != result.expected_shape:
                 hint += (f" (`{result.name}` has shape {shape_text(result.got_shape)}; `{result.tensor}` has shape "
                          f"{shape_text(result.expected_shape)})")
@@ -414,14 +425,10 @@ def apply_shape_stories(results, exercise, ref: Reference, run: Run) -> tuple[Te
 
 def _candidates(exercise, ref: Reference, name: str) -> tuple[list, list[torch.Tensor]]:
     """What a right partial value of `name` may be: a sum of some of its paths (`dcounts` after its
-    first path), or any piece of a path's formula up to a constant (`F.softmax(logits, 1)` before
-    the one-hot is subtracted); as (subset sums with the paths in them, pieces)."""
-    from itertools import combinations
-
-    from grader import mistakes
-
+    first path), or any piece of a path's formula (`F.softmax(logits, 1)` before the one-hot is
+    subtracted); as (subset sums with the paths in them, pieces)."""
     values = mistakes.formula_values(exercise, ref)
-    formula, _ = mistakes.formula_of(exercise, name, values)
+    formula, _, _ = mistakes.formula_of(exercise, name, values)
     parts = []
     for term in formula:
         value = mistakes.evaluate_node(term.expression, values)
@@ -524,8 +531,8 @@ def apply_branch_hints(results, exercise, ref: Reference, run: Run, probes) -> t
         answer = run.answers.get(result.name)
         if result.status is Status.FAIL and not result.policy and answer is not None and answer.value is not None \
                 and result.mistake is None:
-            direct = {"d" + line.target for line in consumers(exercise.forward, exercise.tensor_of(result.name))}
-            if result.name in run.probes and result.name in probes and set(probes[result.name]) == direct:
+            if result.name in run.probes and result.name in probes \
+                    and set(probes[result.name]) == direct_upstream(exercise, result.name):
                 hint = branch_hint(exercise, ref, result.name, run.probes[result.name], probes[result.name])
             else:
                 hint = branch_hint(exercise, ref, result.name, answer.value)

@@ -35,7 +35,6 @@ import faulthandler
 import io
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -112,6 +111,7 @@ class Run:
     plan: Plan | None = None
     probes: dict[str, torch.Tensor] = field(default_factory=dict)  # target -> value on random upstream gradients
     mutated: dict[str, int] = field(default_factory=dict)  # answered target -> line that changed it in place
+    cut: str | None = None  # in short, why the rows after `error` were not reached: "time limit at line 31"
     # target -> (line, value) after each statement that assigns it before the one that finishes it
     partials: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)
 
@@ -604,7 +604,7 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
         return
     args, tensors = job_read
     if job == "execute":
-        from grader.diagnose import probe_inputs, probe_slice
+        from grader.diagnose import probe_inputs, probe_slice, provided_names
         from grader.exercises import BY_ID
 
         exercise = BY_ID[args["exercise"]]
@@ -622,7 +622,7 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
                     scope = {n: t for n, t in shown.tensors.items() if exercise.scope is None or n in exercise.scope}
                     scope.update(shown.sizes)
                     if options.probe:
-                        provided = frozenset(shown.tensors) | frozenset(shown.sizes) | frozenset(exercise.given)
+                        provided = provided_names(exercise, shown)
                         probes = {name: (probe_slice(the_plan, name, provided)[0], upstream)
                                   for name, upstream in probe_inputs(exercise, shown, the_plan).items()}
                 else:
@@ -961,7 +961,7 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
     finished = [False] * len(runs)
     partial_lines = {name: {st.line for st in the_plan.statements if name in st.assigns and st.index != index}
                      for name, index in the_plan.final.items()}
-    problem, statement = None, -1  # the next statement the process must say it has done
+    problem, cut, statement = None, None, -1  # (statement: the next one the process must say it has done)
     try:
         for header, payload in messages:
             kind = header["t"]
@@ -1020,6 +1020,7 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
     except TimeoutError:
         where = f" (still running line {current_line})" if current_line else ""
         problem = f"time limit of {timeout:g} s exceeded{where}"
+        cut = f"time limit at line {current_line}" if current_line else "time limit"
     except Malformed:
         problem = "the submission's process sent malformed data"
     except (BrokenPipeError, ConnectionError):
@@ -1029,7 +1030,7 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
         problem = f"the student process ended abruptly{where} (os._exit, a signal or a crash)"
     for run, done in zip(runs, finished):
         if not done and run.error is None:
-            run.error = problem
+            run.error, run.cut = problem, cut
 
 
 class WorkerDied(Exception):
@@ -1039,8 +1040,7 @@ class WorkerDied(Exception):
 def _fill_unanswered(run: Run, targets) -> None:
     """Every target the run never answered, after a whole-file problem: not reached, and why."""
     if run.error:
-        hung = re.match(r"time limit of .* \(still running line (\d+)\)", run.error)
-        reason = f"time limit at line {hung.group(1)}" if hung else run.error.removesuffix(": grading stopped there")
+        reason = run.cut or run.error.removesuffix(": grading stopped there")
         for name in targets:
             if name not in run.answers:
                 run.answers[name] = Answer(name=name, kind="error", message=f"not reached ({reason})")

@@ -2,7 +2,7 @@
 that reproduces it.
 
 A right formula comes from the forward pass itself. For each line that reads a tensor
-(`probs = counts * counts_sum_inv` reads `counts`), `derive` writes the vector-Jacobian
+(`probs = counts * counts_sum_inv` reads `counts`), `terms` writes the vector-Jacobian
 product of that line as a Python expression in the lecture's names (`counts_sum_inv * dprobs`),
 from a few rules per operation (a product, a matrix product, a broadcast undone by a sum, a
 power, `tanh`, `exp`, `log`, a mean, an index, a view, `F.cross_entropy`, ...). A gradient is
@@ -34,13 +34,17 @@ import torch.nn.functional as F
 
 from grader.compare import ATOL, RTOL
 from grader.graph import Line, lines_of
+from grader.network import PARAMETER_NAMES
 
 # Sizes in the order a formula should name them when two share a value.
 SIZE_NAMES = ("n", "vocab_size", "n_hidden", "n_embd", "block_size")
-# Factors one path or one side of a formula is classically off by: (label, source).
-PATH_FACTORS = (("n", "n"), ("1/n", "1 / n"), ("2", "2"), ("1/2", "0.5"), ("n-1", "(n - 1)"),
-                ("1/(n-1)", "1 / (n - 1)"), ("(n-1)/n", "(n - 1) / n"), ("n/(n-1)", "n / (n - 1)"),
-                ("((n-1)/n)²", "((n - 1) / n) ** 2"), ("(n/(n-1))²", "(n / (n - 1)) ** 2"))
+# Factors a gradient is classically off by: (label, source).
+FACTORS = (("n", "n"), ("1/n", "1 / n"), ("2", "2"), ("1/2", "0.5"), ("n-1", "(n - 1)"),
+           ("1/(n-1)", "1 / (n - 1)"), ("(n-1)/n", "(n - 1) / n"), ("n/(n-1)", "n / (n - 1)"))
+# One path or one side of a formula, as a simplified formula gets them (an inverted n/(n-1)) ...
+PATH_FACTORS = FACTORS + (("((n-1)/n)²", "((n - 1) / n) ** 2"), ("(n/(n-1))²", "(n / (n - 1)) ** 2"))
+# ... and the whole gradient (the mean's 1/n twice, or not at all).
+WHOLE_FACTORS = FACTORS + (("n²", "n * n"), ("1/n²", "1 / (n * n)"))
 # The order edits are tried in: a name put in by mistake says the most, a factor the least.
 PRIORITY = ("tensor", "index", "transpose", "swap", "dim", "sum", "accumulate", "n", "power", "sign", "term", "factor")
 
@@ -343,16 +347,17 @@ def _other_dims(root: ast.expr, index: int, position: int, ndim: int) -> Iterato
             yield other, _replace_at(root, index, redim)
 
 
-def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | None
+def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | None, several_paths: bool
                 ) -> Iterator[tuple[ast.expr, str, str]]:
-    """Small edits inside one path's formula: (edited formula, sentence, kind)."""
+    """Small edits inside one path's formula (`several_paths`: one of several): (edited formula,
+    sentence, kind)."""
     root = term.expression
     for index, node in enumerate(ast.walk(root)):
         line, tensor = _origin(node, term)
         where = _line_text(line)
-        if isinstance(node, ast.Name) and node.id in context.same_shape:
+        if isinstance(node, ast.Name) and node.id in context.swaps:
             # Only a name the student's line reads can have been put in by mistake.
-            for other in (o for o in context.same_shape[node.id] if o in (reads or ())):
+            for other in (o for o in context.swaps[node.id] if o in (reads or ())):
                 swapped = _replace_at(root, index, lambda n, o=other: ast.Name(o, ast.Load()))
                 if node.id.startswith("d"):
                     says = (f"your `{name}` uses `{other}` where the chain rule through {where} needs `{node.id}`, "
@@ -441,7 +446,7 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
                     says = f"your `{name}` misses the factor `{_src(dropped)}` of the gradient of {where}"
                 yield _replace_at(root, index, lambda n, k=kept: getattr(n, k)), says, "factor"
         if _is_n_minus_1(node):
-            bessel = "-1" in line.expression.replace(" ", "") or ".var(" in line.expression
+            bessel = ".var(" in line.expression or any(_is_n_minus_1(x) for x in ast.walk(ast.parse(line.expression)))
             says = (f"your `{name}` matches the variance with 1/n: the forward pass divides by n-1 "
                     f"(Bessel's correction, {where})" if bessel else
                     f"your `{name}` uses n where {where} has n-1")
@@ -451,8 +456,8 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
                    f"your `{name}` uses n-1 where {where} divides by n (only a variance with Bessel's correction "
                    f"divides by n-1)", "n")
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and _constant(node.right) == 2 \
-                and isinstance(node.left, ast.Name) and node.left.id in context.same_shape:
-            for other in (o for o in context.same_shape[node.left.id] if o in (reads or ())):
+                and isinstance(node.left, ast.Name) and node.left.id in context.swaps:
+            for other in (o for o in context.swaps[node.left.id] if o in (reads or ())):
                 yield (_replace_at(root, index, lambda n, o=other: ast.BinOp(n.left, ast.Mult(), ast.Name(o, ast.Load()))),
                        f"your `{name}` uses `{other}` where the gradient of {where} needs `{node.left.id}`", "tensor")
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and _constant(node.right) is not None:
@@ -465,7 +470,7 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
                        f"the exponent in your `{name}` is off by one: the power rule takes x**p to p*x**(p-1) "
                        f"({where})", "power")
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool) \
-                and node.value not in (0, 1) and context.several_paths and not context.is_argument(root, index):
+                and node.value not in (0, 1) and several_paths and not context.is_argument(root, index):
             # (With one path, a constant off is the whole gradient off by a factor: said below.)
             for label, value in (("doubled", node.value * 2), ("halved", node.value / 2)):
                 yield (_replace_at(root, index, lambda n, v=value: ast.Constant(v)),
@@ -519,14 +524,12 @@ class _Context:
                    and k in scope_names and not (k.startswith("d") and k[1:] in self.values)}
         # Any other tensor could have been put in by mistake (the names the student's line reads
         # narrow it down); one of the same shape first.
-        self.same_shape: dict[str, list[str]] = {}
+        self.swaps: dict[str, list[str]] = {}
         for name in tensors:
             shape = tuple(self.values[name].shape)
             group = sorted((o for o in tensors if o != name), key=lambda o: (tuple(self.values[o].shape) != shape, o))
-            self.same_shape[name] = group
-            self.same_shape["d" + name] = ["d" + o for o in group]
-        self.several_paths = False  # set per formula by `edits`
-        self.inlined = False  # whether the formula inlines upstream paths (set by `formula_of`)
+            self.swaps[name] = group
+            self.swaps["d" + name] = ["d" + o for o in group]
         self.int_names = sorted(k for k, v in self.values.items() if isinstance(v, torch.Tensor)
                                 and not v.is_floating_point() and k in scope_names)
 
@@ -550,13 +553,14 @@ class _Context:
         return False
 
 
-def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | None = None) -> Iterator[Edit]:
+def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | None = None,
+          inlined: bool = False) -> Iterator[Edit]:
     """Every small edit of a gradient's formula, most specific first; the whole formula's sign and
-    classic factors last. `reads`: the names the student's lines read, when known."""
+    classic factors last. `reads`: the names the student's lines read, when known; `inlined`:
+    whether the formula inlines upstream paths (a student's own is then a simplified one)."""
     expressions = [t.expression for t in formula]
-    context.several_paths = len(formula) > 1
     found = [(PRIORITY.index(kind), i, edited, says, kind) for i, term in enumerate(formula)
-             for edited, says, kind in _term_edits(term, name, context, reads)]
+             for edited, says, kind in _term_edits(term, name, context, reads, len(formula) > 1)]
     found.sort(key=lambda item: item[:2])
     for _, i, edited, says, kind in found:
         yield Edit(_sum(expressions[:i] + [edited] + expressions[i + 1:]), says, kind)
@@ -580,27 +584,25 @@ def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | N
                        f"the path through `{term.line.target}` has the wrong sign in your `{name}`", "sign")
     whole = _sum(expressions)
     # A name put in by mistake wherever it occurs (in a formula that inlines a path several times).
-    names = sorted({n.id for n in ast.walk(whole) if isinstance(n, ast.Name)} & set(context.same_shape))
+    names = sorted({n.id for n in ast.walk(whole) if isinstance(n, ast.Name)} & set(context.swaps))
     for old in names:
         if sum(isinstance(n, ast.Name) and n.id == old for n in ast.walk(whole)) < 2:
             continue
-        for other in (o for o in context.same_shape[old] if o in (reads or ())):
+        for other in (o for o in context.swaps[old] if o in (reads or ())):
             renamed = _Renamed(old, other).visit(copy.deepcopy(whole))
             yield Edit(renamed, f"your `{name}` uses `{other}` where its formula needs `{old}`", "tensor")
     # A factor put in for another wherever a student's own simplified formula (of an inlined chain,
     # as in exercise 3) has it once.
     present = {n.id for n in ast.walk(whole) if isinstance(n, ast.Name)}
-    for old in sorted(k for k in context.same_shape if not k.startswith("d") and k in present and context.inlined):
-        for other in (o for o in context.same_shape[old] if o in (reads or ()) and tuple(
+    for old in sorted(k for k in context.swaps if not k.startswith("d") and k in present and inlined):
+        for other in (o for o in context.swaps[old] if o in (reads or ()) and tuple(
                 context.values[o].shape) == tuple(context.values[old].shape)):
             ratio = ast.BinOp(ast.Name(other, ast.Load()), ast.Div(), ast.Name(old, ast.Load()))
             yield Edit(ast.BinOp(ratio, ast.Mult(), whole),
                        f"your `{name}` uses `{other}` where its formula needs `{old}`", "tensor")
     yield Edit(ast.UnaryOp(ast.USub(), whole), f"your `{name}` has the right size but the opposite sign", "sign")
     bessel = any(_is_n_minus_1(n) for n in ast.walk(whole))
-    for label, factor in (("n", "n"), ("1/n", "1 / n"), ("2", "2"), ("1/2", "0.5"), ("n-1", "(n - 1)"),
-                          ("1/(n-1)", "1 / (n - 1)"), ("n/(n-1)", "n / (n - 1)"), ("(n-1)/n", "(n - 1) / n"),
-                          ("n²", "n * n"), ("1/n²", "1 / (n * n)")):
+    for label, factor in WHOLE_FACTORS:
         scaled = ast.BinOp(ast.parse(factor, mode="eval").body, ast.Mult(), whole)
         if label in ("n/(n-1)", "1/(n-1)"):
             why = ": it divides by n-1 where n belongs" + (" (only the variance divides by n-1)" if bessel
@@ -646,7 +648,7 @@ def evaluate_node(node: ast.expr, values: dict) -> torch.Tensor | None:
 
 
 def explain(formula: list[Term], name: str, context: _Context, observations: list[Observation],
-            reads: set[str] | None = None, budget: int = 600) -> Edit | None:
+            reads: set[str] | None = None, inlined: bool = False, budget: int = 600) -> Edit | None:
     """The first edit of `formula` that gives the student's value at every observation, where at
     least one observation tells it from the right formula. None when no edit explains it."""
     if not formula or not observations:
@@ -656,7 +658,7 @@ def explain(formula: list[Term], name: str, context: _Context, observations: lis
     rights = [_evaluate(right, o.scope) for o in observations]
     if any(r is None for r in rights):
         return None
-    for count, edit in enumerate(edits(formula, name, context, reads)):
+    for count, edit in enumerate(edits(formula, name, context, reads, inlined)):
         if count >= budget:
             return None
         code = compile(ast.fix_missing_locations(ast.Expression(edit.expression)), "<edit>", "eval")
@@ -703,7 +705,7 @@ def formula_values(exercise, ref) -> dict[str, object]:
         tensors = dict(ref.tensors)
         if any(line.target not in tensors for line in lines_of(forward_function)):
             with torch.no_grad():
-                tensors.update(forward_function(**{k: ref.tensors[k] for k in _PARAMETERS_AND_BATCH}))
+                tensors.update(forward_function(**{k: ref.tensors[k] for k in (*PARAMETER_NAMES, "Xb", "Yb")}))
         values = {"torch": torch, "F": F, **tensors, **ref.sizes}
         values.update({"d" + name: g for name, g in ref.gradients.items()})
         _VALUES[key] = (ref, values)  # the entry holds `ref`, so its id is not reused while it exists
@@ -711,12 +713,12 @@ def formula_values(exercise, ref) -> dict[str, object]:
 
 
 _VALUES: dict = {}
-_PARAMETERS_AND_BATCH = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias", "Xb", "Yb")
 
 
 def formula_of(exercise, name: str, values: dict, read: frozenset[str] | None = None
-               ) -> tuple[list[Term], _Context]:
-    """A target's right formula, as paths, and what its edits need to know. A line of an exercise of
+               ) -> tuple[list[Term], _Context, bool]:
+    """A target's right formula, as paths, what its edits need to know, and whether it inlines
+    upstream paths (empty when nothing determines it). A line of an exercise of
     lines reads the reference's upstream gradients (teacher forcing); an exercise that asks for a
     gradient in one go, or a training loop, has its upstream formulas inlined down to what is given.
     `read`: the gradients the student's lines read, when they are not the direct upstream ones (a
@@ -729,36 +731,32 @@ def formula_of(exercise, name: str, values: dict, read: frozenset[str] | None = 
     elif not inline and read is not None and read != {"d" + line.target for line in lines_of(forward_function)
                                                       if exercise.tensor_of(name) in line.reads}:
         inline, given = True, read
-    try:
-        found = terms(forward_function, exercise.tensor_of(name), values, given, inline)
-        if inline and any(_free_gradients(t.expression, values) - given for t in found):
-            found = []  # the gradients read do not determine it
-    except NotImplementedError:  # an operation the rules above do not know: no formula, no explanation
-        found = []
+    found = _determined(forward_function, exercise.tensor_of(name), values, given, inline)
     key = (exercise.id, id(forward_function))
     if key not in _CONTEXTS:
         scope = set(exercise.scope) if exercise.scope is not None else set(values)
         _CONTEXTS[key] = _Context(_deriver(forward_function, values), scope)
-    _CONTEXTS[key].inlined = inline
-    return found, _CONTEXTS[key]
+    return found, _CONTEXTS[key], inline
 
 
 _CONTEXTS: dict = {}
 
 
-def _free_gradients(node: ast.AST, values: dict) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id.startswith("d") and n.id[1:] in values
-            and n.id != "dloss"}
+def _determined(forward_function, tensor: str, values: dict, given: frozenset[str], inline: bool) -> list[Term]:
+    """`terms`, or none when they are not known: an operation the rules above do not know, or an
+    inlined formula that still needs a gradient beyond those given."""
+    try:
+        found = terms(forward_function, tensor, values, given, inline)
+    except NotImplementedError:
+        return []
+    free = {n.id for t in found for n in ast.walk(t.expression)
+            if isinstance(n, ast.Name) and n.id.startswith("d") and n.id[1:] in values}
+    return [] if inline and free - given else found
 
 
 def inlined_value(exercise, ref, name: str, upstream: dict[str, torch.Tensor]) -> torch.Tensor | None:
     """`name`'s true gradient for gradients further up than its direct upstream (`upstream`), with the
     paths between inlined; None when those gradients do not determine it."""
     values = formula_values(exercise, ref)
-    try:
-        found = terms(exercise.forward, exercise.tensor_of(name), values, frozenset(upstream), True)
-    except NotImplementedError:
-        return None
-    if not found or any(_free_gradients(t.expression, values) - set(upstream) for t in found):
-        return None
-    return evaluate_node(_sum([t.expression for t in found]), {**values, **upstream})
+    found = _determined(exercise.forward, exercise.tensor_of(name), values, frozenset(upstream), True)
+    return evaluate_node(_sum([t.expression for t in found]), {**values, **upstream}) if found else None

@@ -70,21 +70,29 @@ def where(r) -> str:
     return f"cell {r.cell}, line {r.line}" if r.cell else f"line {r.line}"
 
 
-def start_with(result: FileResult, *, code=lambda text: f"`{text}`", ask="grade hint {}") -> str | None:
+def ask_grade(name: str, exercise: str | None) -> str:
+    """How to ask for a long hint on the command line."""
+    return f"grade hint {name}" + (f" --exercise {exercise}" if exercise else "")
+
+
+def ask_jupyter(name: str, exercise: str | None) -> str:
+    """How to ask for a long hint in Jupyter."""
+    return f'hint("{name}"' + (f', exercise="{exercise}"' if exercise else "") + ")"
+
+
+def start_with(result: FileResult, *, code=lambda text: f"`{text}`", ask=ask_grade) -> str | None:
     """`start with `dbnvar`, cell 4, line 3 · `grade hint dbnvar` explains it`, or None when all pass.
-    `ask`: how to ask for the long hint (in Jupyter, `hint("dbnvar")`)."""
+    `ask(name, exercise)`: how to ask for the long hint (`ask_jupyter` in Jupyter); the exercise is
+    named when it has words of its own for that gradient."""
     start = first_to_fix(result)
     if start is None:
         return None
     place = where(start)
     from grader.hints import BY_EXERCISE
 
-    asked = ask.format(start.name)
-    if start.name in BY_EXERCISE.get(result.exercise or "", {}):  # that exercise's own words
-        asked = asked + f" --exercise {result.exercise}" if asked.startswith("grade") else \
-            asked[:-1] + f', exercise="{result.exercise}")'
+    own = result.exercise if start.name in BY_EXERCISE.get(result.exercise or "", {}) else None
     return f"start with {code(start.name)}" + (f", {place}" if place else "") + (
-        f" · {code(asked)} explains it" if start.about else "")
+        f" · {code(ask(start.name, own))} explains it" if start.about else "")
 
 
 def summary_line(result: FileResult) -> str:
@@ -237,7 +245,7 @@ def html_report(result: FileResult, *, message: str | None = None) -> str:
     after = [escape(summary_line(result))]
     if result.training is not None:
         after.insert(0, escape(result.training.describe()))
-    start = start_with(result, code=lambda text: f"<code>{escape(text)}</code>", ask='hint("{}")')
+    start = start_with(result, code=lambda text: f"<code>{escape(text)}</code>", ask=ask_jupyter)
     if start:
         after.append(start)
     if result.names:
