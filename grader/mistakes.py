@@ -446,7 +446,7 @@ def _term_edits(term: Term, name: str, context: "_Context", reads: set[str] | No
                     says = f"your `{name}` misses the factor `{_src(dropped)}` of the gradient of {where}"
                 yield _replace_at(root, index, lambda n, k=kept: getattr(n, k)), says, "factor"
         if _is_n_minus_1(node):
-            bessel = ".var(" in line.expression or any(_is_n_minus_1(x) for x in ast.walk(ast.parse(line.expression)))
+            bessel = line.target in context.variances
             says = (f"your `{name}` matches the variance with 1/n: the forward pass divides by n-1 "
                     f"(Bessel's correction, {where})" if bessel else
                     f"your `{name}` uses n where {where} has n-1")
@@ -515,11 +515,13 @@ class _Renamed(ast.NodeTransformer):
 
 
 class _Context:
-    """What edits need to know: shapes, and which names could be swapped for which."""
+    """What edits need to know: shapes, which names could be swapped for which, and which lines of
+    the forward pass are a variance (where an n-1 is Bessel's)."""
 
-    def __init__(self, deriver: _Deriver, scope_names: set[str]):
+    def __init__(self, forward_function, deriver: _Deriver, scope_names: set[str]):
         self.values = deriver.values
         self.shape = deriver.shape
+        self.variances = _variances(lines_of(forward_function))
         tensors = {k for k, v in self.values.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
                    and k in scope_names and not (k.startswith("d") and k[1:] in self.values)}
         # Any other tensor could have been put in by mistake (the names the student's line reads
@@ -553,6 +555,21 @@ class _Context:
         return False
 
 
+def _variances(lines: tuple[Line, ...]) -> frozenset[str]:
+    """The lines that compute a variance: a `.var(...)`, or a sum of squares divided by n-1."""
+    squares = {line.target for line in lines
+               if isinstance(node := ast.parse(line.expression, mode="eval").body, ast.BinOp)
+               and isinstance(node.op, ast.Pow) and _constant(node.right) == 2}
+    return frozenset(line.target for line in lines if ".var(" in line.expression or (
+        line.reads & squares and any(_is_n_minus_1(n) for n in ast.walk(ast.parse(line.expression)))))
+
+
+def _through_variance(term: Term, context: "_Context") -> bool:
+    """Whether a path's formula holds the n-1 of a variance (Bessel's), not some other n-1."""
+    return any(_is_n_minus_1(node) and _origin(node, term)[0].target in context.variances
+               for node in ast.walk(term.expression))
+
+
 def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | None = None,
           inlined: bool = False) -> Iterator[Edit]:
     """Every small edit of a gradient's formula, most specific first; the whole formula's sign and
@@ -568,7 +585,7 @@ def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | N
         for i, term in enumerate(formula):
             for label, factor in PATH_FACTORS:
                 scaled = ast.BinOp(ast.parse(factor, mode="eval").body, ast.Mult(), term.expression)
-                variance = any(_is_n_minus_1(n) for n in ast.walk(term.expression))
+                variance = _through_variance(term, context)
                 why = (" (the variance's Bessel correction divides by n-1: check that n/(n-1) is there, "
                        "the right way up)" if variance and "n-1" in label else "")
                 yield Edit(_sum(expressions[:i] + [scaled] + expressions[i + 1:]),
@@ -601,15 +618,17 @@ def edits(formula: list[Term], name: str, context: _Context, reads: set[str] | N
             yield Edit(ast.BinOp(ratio, ast.Mult(), whole),
                        f"your `{name}` uses `{other}` where its formula needs `{old}`", "tensor")
     yield Edit(ast.UnaryOp(ast.USub(), whole), f"your `{name}` has the right size but the opposite sign", "sign")
-    bessel = any(_is_n_minus_1(n) for n in ast.walk(whole))
+    bessel = any(_through_variance(term, context) for term in formula)
+    has_n_minus_1 = any(_is_n_minus_1(node) for node in ast.walk(whole))
     for label, factor in WHOLE_FACTORS:
         scaled = ast.BinOp(ast.parse(factor, mode="eval").body, ast.Mult(), whole)
         if label in ("n/(n-1)", "1/(n-1)"):
-            why = ": it divides by n-1 where n belongs" + (" (only the variance divides by n-1)" if bessel
-                                                          else " (there is no variance here)")
+            why = (": it divides by n-1 where n belongs (only the variance divides by n-1)" if bessel else
+                   ": it divides by n-1 where n belongs (there is no variance here)" if not has_n_minus_1 else "")
         elif "n-1" in label:
             why = (": it divides by n where n-1 belongs, or multiplies by n-1: Bessel's correction, the variance "
-                   "divides by n-1" if bessel else ": there is no n-1 in this gradient (no variance here)")
+                   "divides by n-1" if bessel else
+                   ": there is no n-1 in this gradient (no variance here)" if not has_n_minus_1 else "")
         elif label in ("n", "1/n", "n²", "1/n²"):
             why = ": the loss is a mean over the n examples of the batch, which puts one 1/n in every gradient"
         else:
@@ -735,7 +754,7 @@ def formula_of(exercise, name: str, values: dict, read: frozenset[str] | None = 
     key = (exercise.id, id(forward_function))
     if key not in _CONTEXTS:
         scope = set(exercise.scope) if exercise.scope is not None else set(values)
-        _CONTEXTS[key] = _Context(_deriver(forward_function, values), scope)
+        _CONTEXTS[key] = _Context(forward_function, _deriver(forward_function, values), scope)
     return found, _CONTEXTS[key], inline
 
 

@@ -307,7 +307,7 @@ def test_the_error_model_derives_and_explains_a_forward_pass_it_has_never_seen()
     for tensor, value in derived.items():
         assert torch.allclose(value, expected[tensor], atol=1e-6), tensor
     # A student's db summed over the wrong dim: the model names it.
-    context = _Context(_deriver(tiny_forward, values), set(values))
+    context = _Context(tiny_forward, _deriver(tiny_forward, values), set(values))
     got = scope["dz"].sum(1)
     edit = explain(terms(tiny_forward, "b", values), "db", context, [Observation(scope, got)], reads={"dz"})
     assert edit is not None and edit.kind == "dim" and "summed over dim 1" in edit.says
@@ -373,3 +373,38 @@ def test_n_minus_1_where_n_belongs_is_not_blamed_on_bessel():
                        "(dhpreact*bnraw).sum(0))\n")
     row = grade_text(source, filename="ex3_batchnorm.py", exercise=EX3).results[0]
     assert row.status is Status.FAIL and "divides by n-1 where n belongs" in row.hint
+
+
+def averaged_forward(x, w, n):
+    """A forward pass with an n-1 that is no variance: Bessel must not be named for it."""
+    # forward pass begins
+    z = x @ w
+    m = z.sum(0) / (n - 1)
+    loss = m.sum()
+    # forward pass ends
+    return dict(z=z, m=m, loss=loss)
+
+
+def test_n_for_n_minus_1_names_bessel_only_for_a_variance():
+    g = torch.Generator().manual_seed(1)
+    values = {"x": torch.randn(6, 4, generator=g), "w": torch.randn(4, 3, generator=g), "n": 6}
+    values.update(averaged_forward(**values))
+    scope = {"torch": torch, "F": F, **values, "dm": torch.randn(3, generator=g)}
+    found = terms(averaged_forward, "z", values)
+    context = _Context(averaged_forward, _deriver(averaged_forward, values), set(values))
+    got = scope["dm"].expand(6, 3) / 6  # the student divided by n
+    edit = explain(found, "dz", context, [Observation(scope, got)], reads={"dm", "n"})
+    assert edit is not None and edit.kind == "n"
+    assert "uses n where" in edit.says and "Bessel" not in edit.says
+
+
+def test_a_factor_of_n_minus_1_names_bessel_only_for_a_variance():
+    g = torch.Generator().manual_seed(2)
+    values = {"x": torch.randn(6, 4, generator=g), "w": torch.randn(4, 3, generator=g), "n": 6}
+    values.update(averaged_forward(**values))
+    scope = {"torch": torch, "F": F, **values, "dm": torch.randn(3, generator=g)}
+    context = _Context(averaged_forward, _deriver(averaged_forward, values), set(values))
+    got = scope["dm"].expand(6, 3).clone()  # the whole gradient n-1 times the right one
+    edit = explain(terms(averaged_forward, "z", values), "dz", context, [Observation(scope, got)], reads={"dm", "n"})
+    assert edit is not None and "n-1 times" in edit.says
+    assert "Bessel" not in edit.says and "no n-1" not in edit.says
