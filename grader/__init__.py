@@ -5,6 +5,13 @@ have run, as `grade` grades the saved notebook (in the kit's own notebooks, `set
 first puts the exercise's tensors in the notebook); `hint("dbnvar")` explains one gradient.
 """
 
-from grader.jupyter import check, hint, setup
-
 __all__ = ["check", "hint", "setup"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so that `import grader.cli` (say, for `grade --help`) does not import torch.
+    if name in __all__:
+        from grader import jupyter
+
+        return getattr(jupyter, name)
+    raise AttributeError(f"module 'grader' has no attribute {name!r}")

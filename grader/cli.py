@@ -7,8 +7,7 @@ import sys
 
 import click
 
-from grader.execution import DEFAULT_TIMEOUT, SubmissionError
-from grader.network import DataError
+from grader.configs import DEFAULT_TIMEOUT, DataError, SubmissionError
 
 
 class BadInput(click.ClickException):
@@ -71,9 +70,14 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
 
     Example: grade exercises/ex1_backprop_all.py
     """
+    _start_torch()
     from grader.execution import LOCAL
 
     LOCAL.start()  # now, while this process has computed nothing: the clean worker is a fork of it
+    from grader.exercises import EX1
+    from grader.execution import shared_for
+
+    LOCAL.prepare((None, shared_for(EX1)))  # the usual forward passes, while this process reads the file
     from grader.grading import grade_path
     from grader.reports import json_report, text_report, use_color
 
@@ -144,6 +148,7 @@ def batch_command(submissions, out, jobs, timeout, exercise, sandbox, student_pa
 
     Example: grade batch submissions/ --out graded/
     """
+    _start_torch()
     from pathlib import Path
 
     from grader.batch import BatchError, run_batch
@@ -202,6 +207,7 @@ def gradescope_command(submission, results, timeout):
 
     Example: grade gradescope --submission /autograder/submission
     """
+    _start_torch()
     from pathlib import Path
 
     from grader.gradescope import gradescope_results, write_results
@@ -331,12 +337,21 @@ def slow_warning(per_step: float, total: int, limit: float = 20 * 60) -> str | N
     )
 
 
+def _start_torch() -> None:
+    """Import torch, for the commands that grade (`--help` and `hint` never do)."""
+    import gc
+
+    import torch
+
+    torch.set_num_threads(1)  # tiny tensors: threads only cost, and forking stays safe
+    # Everything imported so far lives as long as the process: the collector need never scan it
+    # again (with torch's million objects, each full collection would cost tens of milliseconds).
+    gc.freeze()
+
+
 def main() -> None:
     """The console script: run the CLI, then leave without torch's slow interpreter shutdown."""
     try:
-        import torch
-
-        torch.set_num_threads(1)  # tiny tensors: threads only cost, and forking stays safe
         cli.main(prog_name="grade")
         code = 0
     except SystemExit as exc:

@@ -153,7 +153,8 @@ def probe_slice(the_plan: Plan, target: str, provided: frozenset[str] = frozense
     return tuple(reversed(chosen)), inputs | needed
 
 
-def _needs(node: ast.AST) -> set[str]:
+@functools.lru_cache(maxsize=8192)
+def _needs(node: ast.AST) -> frozenset[str]:
     """What a statement needs from before it: what it reads, and what it changes without replacing
     (`x += ...`, `x[i] = ...`), but not its own loop variables."""
     loops = {n.id for inner in ast.walk(node) if isinstance(inner, (ast.For, ast.comprehension))
@@ -161,7 +162,7 @@ def _needs(node: ast.AST) -> set[str]:
     reads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     changed = assigned_names(node) - _fresh(node)
     # (`x = x + y` reads the x from before it: a name it assigns anew is still needed if it reads it.)
-    return (reads | changed) - loops
+    return frozenset((reads | changed) - loops)
 
 
 def _fresh(node: ast.AST) -> set[str]:

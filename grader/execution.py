@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from grader.configs import DEFAULT_TIMEOUT, SubmissionError  # noqa: F401 - part of this module's interface
 from grader.network import Config, Public, Reference, public, reference
 from grader.policy import Forbidden, Guard, Violation, compile_student
 from grader.sandbox import drop_privileges, limit_resources
@@ -54,13 +55,8 @@ from grader.wire import (
     pack_tensors, send, send_by, send_bytes, unpack_tensors,
 )
 
-DEFAULT_TIMEOUT = 5.0
 MAX_OUTPUT = 4000  # characters of the student's printed output kept
 
-
-
-class SubmissionError(Exception):
-    """The file cannot be graded at all (unreadable, not Python)."""
 
 
 @dataclass
@@ -140,7 +136,8 @@ def _base_name(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def assigned_names(node: ast.AST) -> set[str]:
+@functools.lru_cache(maxsize=8192)  # by node: asked again and again of the same statements
+def assigned_names(node: ast.AST) -> frozenset[str]:
     """Every name a statement binds or changes in place: `x = `, `x[i] += `, `for x in`,
     `x.add_(...)` and the like, anywhere inside it (loops included)."""
     names: set[str] = set()
@@ -161,7 +158,7 @@ def assigned_names(node: ast.AST) -> set[str]:
                 base = _base_name(child.func.value)
                 if base:
                     names.add(base)
-    return names
+    return frozenset(names)
 
 
 def _is_blank(node: ast.stmt) -> bool:
@@ -669,6 +666,13 @@ class LocalExecutor:
         self.start()
         return self.worker.spawn(job, timeout, shared)
 
+    def prepare(self, shared=(None, ())) -> None:
+        self.start()
+        self.worker.prepare(shared)
+
+    def release(self, handle) -> None:
+        self.worker.release(handle)
+
     def reap(self, handle):
         return self.worker.reap(handle)
 
@@ -754,16 +758,16 @@ def _job(exercise, source: str, filename: str, specs: list[RunSpec], allowed: tu
     bounds its answer."""
     runs, tensors, shared = [], [], []
     for number, spec in enumerate(specs):
-        ref = spec.reference()
         run = dict(given=list(exercise.given), options=dataclasses.asdict(spec.options), public=None)
         if spec.step is None:
             run["public"] = [spec.config.to_dict(), dtype_name(spec.dtype)]
             shared.append(run["public"])
         else:
+            ref = spec.reference()
             scope = {n: t for n, t in ref.tensors.items() if exercise.scope is None or n in exercise.scope}
             tensors += [(number, "scope", name, None, tensor) for name, tensor in scope.items()]
             run.update(tensors=sorted(scope), sizes=dict(ref.sizes))
-        tensors += [(number, "given", name, None, ref.gradients[name[1:]]) for name in exercise.given]
+        tensors += [(number, "given", name, None, spec.reference().gradients[name[1:]]) for name in exercise.given]
         runs.append(run)
     bounds = {t: max_elements(n) for t, n in sizes.items()}
     args = dict(exercise=exercise.id, source=source, filename=filename, runs=runs, allowed=list(allowed),
@@ -816,9 +820,11 @@ class Session:
         self.allowed = exercise.allowed if allowed is None else allowed
         self.plan = plan(source, filename, exercise.graded)
         self.points = release_points(self.plan, exercise.graded)
+        self.executor = current_executor()
+        if exercise.kind != "training":  # the worker computes the forward passes while this process works
+            self.executor.prepare((exercise.id, shared_for(exercise)))
         first = first_public(exercise)
         self.sizes = {t: math.prod(first.shapes[exercise.tensor_of(t)]) for t in exercise.graded}
-        self.executor = current_executor()
         self.process = None  # (handle, read_fd, write_fd, messages, reader)
         self.runs: list[Run] = []  # those of the current process, for what its exit says
 
@@ -837,6 +843,8 @@ class Session:
 
     def run(self, specs: list[RunSpec]) -> list[Run]:
         runs = [_new_run(self.plan) for _ in specs]
+        for spec in specs:  # the references, while the worker computes what the student process reads
+            spec.reference()
         args, tensors, shared = _job(self.exercise, self.source, self.filename, specs, self.allowed, self.sizes)
         if self.process is None:
             # The worker computes, once, every forward pass this file's grading may need.
@@ -850,11 +858,11 @@ class Session:
                 return runs
         _, _, write_fd, messages, reader = self.process
         reader.deadline = time.monotonic() + self.timeout
-        dues = [_Due(spec.reference(), self.exercise, self.plan, self.points, spec.options.inject) for spec in specs]
         try:
             send_job(write_fd, args, tensors, reader.deadline)
         except (TimeoutError, BrokenPipeError):
             pass  # the process is gone or stuck: reading says which
+        dues = [_Due(spec.reference(), self.exercise, self.plan, self.points, spec.options.inject) for spec in specs]
         _collect(messages, runs, self.plan, self.timeout, dues, write_fd, reader)
         self.runs += runs
         if any(run.error for run in runs):
@@ -866,7 +874,7 @@ class Session:
     def _later_shared(self) -> list:
         if self.exercise.kind == "training":
             return []
-        return [[self.exercise.configs[0].to_dict(), "float64"]]
+        return shared_for(self.exercise)[-1:]
 
     def close(self) -> None:
         if self.process is None:
@@ -875,7 +883,16 @@ class Session:
         self.process = None
         os.close(read_fd)
         os.close(write_fd)
-        _note_incidents(self.runs, self.executor.reap(handle), self.timeout)
+        if any(run.error for run in self.runs):  # how it ended may not be the student's doing: ask
+            _note_incidents(self.runs, self.executor.reap(handle), self.timeout)
+        else:
+            self.executor.release(handle)
+
+
+def shared_for(exercise) -> list:
+    """The forward passes an exercise of lines is graded on, each at its sizes, and its first in
+    float64 (for a near miss): what a worker computes once for the student processes it forks."""
+    return [*([c.to_dict(), "float32"] for c in exercise.configs), [exercise.configs[0].to_dict(), "float64"]]
 
 
 def first_public(exercise) -> Public:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.network import LECTURE, OTHER, PARAMETER_NAMES, SMALL, TRAINING, Config, forward, forward_fused
+from grader.configs import LECTURE, OTHER, PARAMETER_NAMES, SMALL, TRAINING, Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,9 @@ class Exercise:
     title: str
     task: str  # what the student writes, for the stub's header
     targets: tuple[str, ...]  # gradient names, in backward order: "dlogprobs", ...
-    forward: object = forward  # the forward pass shown in the stub, whose tensors are in scope
+    # The forward pass shown in the stub, whose tensors are in scope: a function of `grader.network`,
+    # named here so that reading the exercises does not import torch (see `forward`).
+    forward_pass: str = "forward"
     kind: str = "lines"  # "lines": one forward pass; "training": inside the training loop
     scope: tuple[str, ...] | None = None  # tensors in scope; None: all of the forward pass's
     given: tuple[str, ...] = ()  # reference gradients in scope from the start, e.g. dhpreact
@@ -37,11 +39,25 @@ class Exercise:
     allowed: tuple[str, ...] = field(default_factory=tuple)  # extra names a line may use
     scope_note: str = ""  # shown in the stub after the forward pass
     # The forward pass whose lines the error model differentiates (`grader.mistakes`), when not
-    # `forward`: a fused one, for a gradient asked for in one go.
-    derived_from: object | None = None
+    # `forward`: a fused one, for a gradient asked for in one go (a name, as `forward_pass`).
+    derived_pass: str | None = None
     # Gradients graded, teacher-forced, when the student's code assigns them, but not scored: the
     # intermediates of exercise 4's loop, so a report points at the line where the chain breaks.
     intermediates: tuple[str, ...] = ()
+
+    @property
+    def forward(self):
+        """The forward pass shown in the stub (a function of `grader.network`)."""
+        from grader import network
+
+        return getattr(network, self.forward_pass)
+
+    @property
+    def derived_from(self):
+        """The forward pass the error model differentiates, when not `forward`; else None."""
+        from grader import network
+
+        return getattr(network, self.derived_pass) if self.derived_pass else None
 
     def tensor_of(self, target: str) -> str:
         """The tensor a gradient name belongs to: `dlogprobs` -> `logprobs`."""
@@ -105,7 +121,7 @@ EX2 = Exercise(
            "bnmeani", "bndiff", "bndiff2", "bnvar", "bnvar_inv", "bnraw", "hpreact", "h", "logits"),
     scope_note="loss = F.cross_entropy(logits, Yb)  # the same loss, in one call",
     allowed=("softmax", "log_softmax"),
-    derived_from=forward_fused,
+    derived_pass="forward_fused",
 )
 
 EX3 = Exercise(
@@ -120,7 +136,7 @@ EX3 = Exercise(
     ),
     targets=("dhprebn",),
     given=("dhpreact",),
-    derived_from=forward_fused,
+    derived_pass="forward_fused",
 )
 
 EX4 = Exercise(
@@ -136,7 +152,7 @@ EX4 = Exercise(
         "`grade exercises/ex4_training.py --train` runs the lecture's full optimisation."
     ),
     targets=("dC", "dW1", "db1", "dW2", "db2", "dbngain", "dbnbias"),
-    forward=forward_fused,
+    forward_pass="forward_fused",
     kind="training",
     blanks=("dlogits", "dh", "dW2", "db2", "dhpreact", "dbngain", "dbnbias", "dhprebn", "dembcat", "dW1",
             "db1", "demb", "dC"),

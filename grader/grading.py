@@ -16,8 +16,8 @@ from grader import diagnose
 from grader.compare import FileResult, Settings, Status, TensorResult, compare
 from grader.exercises import BY_ID, EXERCISES, Exercise, recognise
 from grader.execution import (
-    DEFAULT_TIMEOUT, Options, RunSpec, Session, SubmissionError, assigned_names, parse, plan, read_source,
-    run_submissions,
+    DEFAULT_TIMEOUT, Options, RunSpec, Session, SubmissionError, assigned_names, first_public, parse, plan,
+    read_source, run_submissions,
 )
 from grader.network import Reference, reference
 
@@ -144,30 +144,30 @@ def _worst(per_step: list[TensorResult]) -> TensorResult:
 def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: float = DEFAULT_TIMEOUT,
                  settings: Settings = Settings()) -> FileResult:
     """Grade Python source against an exercise; never raises for anything the student wrote."""
-    ref = first_reference(exercise)
     try:
         the_plan = plan(source, filename, exercise.graded)
     except SyntaxError as exc:
-        return _file_error(exercise, ref, filename, f"syntax error at line {exc.lineno}: {exc.msg}")
+        return _file_error(exercise, first_reference(exercise), filename,
+                           f"syntax error at line {exc.lineno}: {exc.msg}")
     if exercise.kind == "training":
         return _grade_training(source=source, filename=filename, exercise=exercise, timeout=timeout,
                                settings=settings)
-    session = Session(source=source, filename=filename, exercise=exercise, timeout=timeout,
-                      allowed=allowed_shortcuts(exercise, settings))
-    with session:
-        return _grade_lines(session, ref, the_plan, source=source, filename=filename, exercise=exercise,
+    with Session(source=source, filename=filename, exercise=exercise, timeout=timeout,
+                 allowed=allowed_shortcuts(exercise, settings)) as session:
+        return _grade_lines(session, the_plan, source=source, filename=filename, exercise=exercise,
                             timeout=timeout, settings=settings)
 
 
-def _grade_lines(session: Session, ref: Reference, the_plan, *, source: str, filename: str, exercise: Exercise,
+def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exercise: Exercise,
                  timeout: float, settings: Settings) -> FileResult:
     """An exercise of lines, every run in one student process where it can be."""
     judge = functools.partial(_judge, exercise, source=source, filename=filename, timeout=timeout, settings=settings,
                               session=session)
     # Line by line at every configuration; the lecture's run also probes with random upstream gradients.
-    probes = diagnose.probe_inputs(exercise, ref.public, the_plan)
+    probes = diagnose.probe_inputs(exercise, first_public(exercise), the_plan)
     specs = [RunSpec(config, options=Options(probe=i == 0)) for i, config in enumerate(exercise.configs)]
-    runs = session.run(specs)
+    runs = session.run(specs)  # (the references are computed while the student process starts)
+    ref = first_reference(exercise)
     per_config = []
     for config, run in zip(exercise.configs, runs):
         per_config.append((config, _verdicts(exercise, reference(config), run, settings), run))

@@ -12,95 +12,42 @@ so it is written exactly as a student reads it in the lecture.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import inspect
 import random
-import sys
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy
 import torch
 import torch.nn.functional as F
 
-LECTURE_SEED = 2147483647
-SPLIT_SEED = 42
+from grader.configs import (  # noqa: F401 - the configurations live apart from torch, and are used from here
+    LECTURE, LECTURE_LITERALS, LECTURE_SEED, OTHER, PARAMETER_NAMES, SMALL, SPLIT_SEED, TRAINING, Config,
+    DataError, default_words_path,
+)
 
 
-def default_words_path() -> Path:
-    """Where `names.txt` lives: the checkout's `data/`, else the copy pip installed."""
-    candidates = [
-        Path(__file__).resolve().parent.parent / "data" / "names.txt",
-        Path(sys.prefix) / "share" / "backprop-ninja" / "names.txt",
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    return candidates[0]
-
-
-@dataclass(frozen=True)
-class Config:
-    """One configuration of the network: its sizes, its seed and its data."""
-
-    name: str = "lecture"
-    seed: int = LECTURE_SEED
-    block_size: int = 3  # characters of context
-    n_embd: int = 10  # dimensions of a character embedding
-    n_hidden: int = 64  # neurons in the hidden layer
-    batch_size: int = 32
-    words_path: Path | None = None  # None: data/names.txt
-    drop_letters: str = ""  # words holding any of these letters are left out
-    max_words: int | None = None  # keep only the first words of the file
-
-    def to_dict(self) -> dict:
-        """A JSON-ready copy, to send a configuration to a grading worker."""
-        data = dict(self.__dict__)
-        data["words_path"] = str(self.words_path) if self.words_path else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Config":
-        data = dict(data)
-        data["words_path"] = Path(data["words_path"]) if data.get("words_path") else None
-        return cls(**data)
-
-    def describe(self) -> str:
-        """One line for reports: the sizes a student might hard-code."""
-        extra = f", names without {', '.join(self.drop_letters)}" if self.drop_letters else ""
-        return (
-            f"{self.name}: batch {self.batch_size}, block_size {self.block_size}, "
-            f"n_embd {self.n_embd}, n_hidden {self.n_hidden}, seed {self.seed}{extra}"
-        )
-
-
-LECTURE = Config()
-TRAINING = Config(name="training", n_hidden=200)  # the lecture's training loop (exercise 4)
-# Every size a student might hard-code is different here, and so are the alphabet and the seed.
-OTHER = Config(name="other sizes", seed=1337, block_size=4, n_embd=7, n_hidden=48, batch_size=13, drop_letters="qxz")
-SMALL = Config(name="small", seed=7, block_size=2, n_embd=5, n_hidden=20, batch_size=7, drop_letters="jkvwy")
-# The lecture's sizes, and a hint for each when a line holds it as a literal.
-LECTURE_LITERALS = {32: "n", 31: "n-1", 27: "vocab_size", 64: "n_hidden", 30: "n_embd * block_size",
-                    10: "n_embd", 3: "block_size"}
-
-
-class DataError(Exception):
-    """The word list is missing, unreadable or unusable."""
-
-
-@functools.lru_cache(maxsize=8)
-def load_words(path: Path | None = None, drop_letters: str = "", max_words: int | None = None) -> tuple[str, ...]:
-    """The word list, one word a line, in file order (blank lines skipped)."""
-    path = path or default_words_path()
+@functools.lru_cache(maxsize=4)
+def _read_words(path: Path) -> tuple[str, ...]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"the word list {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"the word list {path} cannot be read: {exc}") from None
-    words = [line.strip() for line in text.splitlines() if line.strip()]
+    return tuple(word for word in map(str.strip, text.splitlines()) if word)
+
+
+@functools.lru_cache(maxsize=8)
+def load_words(path: Path | None = None, drop_letters: str = "", max_words: int | None = None) -> tuple[str, ...]:
+    """The word list, one word a line, in file order (blank lines skipped)."""
+    path = path or default_words_path()
+    words = _read_words(path)
     if drop_letters:
-        words = [w for w in words if not set(w) & set(drop_letters)]
+        dropped = re.compile("[" + re.escape(drop_letters) + "]")
+        words = [w for w in words if not dropped.search(w)]
     if max_words is not None:
         words = words[:max_words]
     if len(words) < 10:
@@ -157,25 +104,22 @@ class LazyDataset:
 
     def __init__(self, words: list[str], vocab: Vocabulary, block_size: int):
         self.words, self.vocab, self.block_size = words, vocab, block_size
-        self.offsets = [0]
-        for w in words:
-            self.offsets.append(self.offsets[-1] + len(w) + 1)
+        # Where each word's rows start: a word gives one row per character and one for its end.
+        self.offsets = numpy.zeros(len(words) + 1, dtype=numpy.int64)
+        numpy.cumsum(numpy.fromiter(map(len, words), dtype=numpy.int64, count=len(words)) + 1, out=self.offsets[1:])
 
     def __len__(self) -> int:
-        return self.offsets[-1]
+        return int(self.offsets[-1])
 
     def rows(self, ix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         X, Y = [], []
         for i in ix.tolist():
-            k = bisect.bisect_right(self.offsets, i) - 1
+            k = int(numpy.searchsorted(self.offsets, i, side="right")) - 1
             padded = [0] * self.block_size + [self.vocab.stoi[ch] for ch in self.words[k] + "."]
             pos = i - self.offsets[k]
             X.append(padded[pos : pos + self.block_size])
             Y.append(padded[pos + self.block_size])
         return torch.tensor(X, dtype=torch.long).view(-1, self.block_size), torch.tensor(Y, dtype=torch.long)
-
-
-PARAMETER_NAMES = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
 
 
 def init_parameters(config: Config, vocab_size: int, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -297,8 +241,10 @@ def sizes_of(config: Config, vocab: Vocabulary) -> dict[str, int]:
     )
 
 
+@functools.lru_cache(maxsize=8)
 def sample_batch(config: Config) -> tuple[Vocabulary, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """The vocabulary, the initial parameters and the first training batch of a configuration."""
+    """The vocabulary, the initial parameters and the first training batch of a configuration (the
+    same objects every time: callers copy before they change anything)."""
     words = load_words(config.words_path, config.drop_letters, config.max_words)
     vocab = Vocabulary.from_words(words)
     train, _, _ = split_words(words)

@@ -176,13 +176,16 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = (), first_uid: int 
             _send_json(sock, {"t": "spawned", "pid": pid}, [read_fd, write_fd])
             os.close(read_fd)
             os.close(write_fd)
-        elif request.get("t") == "reap":
+        elif request.get("t") == "prepare":  # what the next student processes will read, while the grader works
+            shared_public(request.get("exercise"), request.get("shared", ()))  # never a gradient
+        elif request.get("t") in ("reap", "release"):
             pid = int(request["pid"])
             # Its user may start no process (the process limit), so ending it ends all it ran.
             info = reap(pid) if pid in live else {}
             workdir, _ = live.pop(pid, ("", None))
             shutil.rmtree(workdir, ignore_errors=True)
-            _send_json(sock, {"t": "reaped", **info})
+            if request["t"] == "reap":  # (a release is not answered: the grader has not waited)
+                _send_json(sock, {"t": "reaped", **info})
 
 
 def warm_lazy_imports() -> None:
@@ -383,6 +386,27 @@ class Worker:
                 self.restart()
                 raise WorkerDied("the grading worker answered nonsense; this submission was not graded")
             return (self.generation, int(reply["pid"])), fds[0], fds[1]
+
+    def prepare(self, shared=(None, ())) -> None:
+        """Have the worker compute now, while this process does its own work, the forward passes
+        `spawn` will ask for (see there). No answer is awaited: a worker that has died is restarted
+        by the next `spawn`."""
+        with self.lock:
+            try:
+                _send_json(self.sock, {"t": "prepare", "exercise": shared[0], "shared": list(shared[1])})
+            except (OSError, AttributeError):
+                pass
+
+    def release(self, handle) -> None:
+        """End a student process whose exit does not matter, without waiting for it to end."""
+        generation, pid = handle
+        with self.lock:
+            if generation != self.generation:
+                return
+            try:
+                _send_json(self.sock, {"t": "release", "pid": pid})
+            except (OSError, AttributeError):
+                pass
 
     def reap(self, handle) -> dict:
         """End a student process; what its exit was (`grader.execution.reap`)."""

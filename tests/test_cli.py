@@ -121,3 +121,22 @@ def test_grading_a_file_leaves_nothing_behind_in_the_temporary_folder(tmp_path):
     while list(tmp_path.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_and_hint_answer_without_importing_torch():
+    """`grade --help` and `grade hint` are what a student runs while reading: they answer at once, so
+    they must not pay for importing torch (a second here). Run as the console script runs them."""
+    probe = (
+        "import sys\n"
+        "from grader.cli import cli\n"
+        "for args in (['--help'], ['hint', 'dbnvar'], ['hint', 'dlogits', '--exercise', 'ex2'], ['files', '--help']):\n"
+        "    try:\n"
+        "        cli.main(args, prog_name='grade')\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code in (0, None), (args, exc.code)\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "power rule" in done.stdout  # the hint itself was printed
+    assert done.stdout.strip().endswith("no torch")

@@ -130,6 +130,12 @@ def test_a_file_is_graded_in_one_student_process_chained_and_float64_runs_includ
             spawned.append(job)
             return LOCAL.spawn(job, timeout, shared)
 
+        def prepare(self, shared=(None, ())):
+            LOCAL.prepare(shared)
+
+        def release(self, handle):
+            LOCAL.release(handle)
+
         def reap(self, handle):
             return LOCAL.reap(handle)
 
