@@ -2,9 +2,10 @@
 
     python bench/bench_watch.py [--saves 10]
 
-Starts `grade --watch` on a copy of the exercise 1 stub, then saves the file
-`--saves` times (alternately filling and blanking one line) and times each save
-until the watcher has printed the new report. Target: under 300 ms.
+Starts `grade --watch` on a copy of a file, saves it `--saves` times and times each
+save until the watcher has printed the new report: the exercise 1 stub (one line
+filled, then blank again), then the solution with one mistake (a different one at
+each save). Targets (2 cores): medians under 80 ms and 120 ms.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from bench_grade import compile_package
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSWER = "dlogprobs = -1.0/n * F.one_hot(Yb, num_classes=vocab_size).float()"
@@ -52,27 +55,44 @@ class Watcher:
         return self.process.wait(timeout=10)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--saves", type=int, default=10)
-    args = parser.parse_args()
+def latencies(versions: list[str], saves: int) -> list[float]:
+    """Watch a file holding `versions[0]`, save the versions in turn `saves` times, and time each
+    save until the new report is printed (milliseconds)."""
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "ex1_backprop_all.py"
-        stub = (ROOT / "exercises" / "ex1_backprop_all.py").read_text()
-        path.write_text(stub)
+        path.write_text(versions[0])
         watcher = Watcher(path)
         watcher.next_report()
-        latencies = []
-        for i in range(args.saves):
-            text = stub.replace("dlogprobs = ...", ANSWER) if i % 2 == 0 else stub
+        found = []
+        for i in range(saves):
             time.sleep(0.3)
             start = time.perf_counter()
-            path.write_text(text)
+            path.write_text(versions[(i + 1) % len(versions)])
             watcher.next_report()
-            latencies.append((time.perf_counter() - start) * 1000)
+            found.append((time.perf_counter() - start) * 1000)
         watcher.stop()
-    print(f"re-grade after a save: median {statistics.median(latencies):.0f} ms, "
-          f"max {max(latencies):.0f} ms over {args.saves} saves (target: under 300 ms)")
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--saves", type=int, default=11)
+    args = parser.parse_args()
+    compile_package()
+    stub = (ROOT / "exercises" / "ex1_backprop_all.py").read_text()
+    solution = (ROOT / "solutions" / "ex1_backprop_all.py").read_text()
+    cases = {
+        # A student starting out: one line filled, then blank again.
+        "the stub": ([stub, stub.replace("dlogprobs = ...", ANSWER)], 80),
+        # A student near the end: a file with one mistake, a different one at each save.
+        "one mistake": ([solution.replace("dprobs = (1.0 / probs) * dlogprobs", "dprobs = (1.0 / counts) * dlogprobs"),
+                         solution.replace("dh = dlogits @ W2.T", "dh = dlogits @ W2")], 120),
+    }
+    for name, (versions, target) in cases.items():
+        found = latencies(versions, args.saves)
+        median = statistics.median(found)
+        print(f"{'ok  ' if median < target else 'MISS'} {name}: save to redrawn table, median {median:.0f} ms "
+              f"(min {min(found):.0f}, max {max(found):.0f}, {args.saves} saves); target under {target} ms")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 The process imports torch and computes the references once, so a re-grade costs only
 the grading. Saves are noticed through inotify on Linux, by polling elsewhere (or
-when inotify is not available), and debounced: an editor that writes a file in
-several steps causes one re-grade.
+when inotify is not available), and graded as soon as the writer is done with
+the file (it closed it, or renamed a new copy over it): an editor that writes a file in
+several steps causes one re-grade, and no fixed delay is added to the others.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import ctypes
 import os
 import select
+import struct
 import sys
 import time
 from pathlib import Path
 
 IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
 IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
+EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 
 
 class Changes:
@@ -62,32 +65,62 @@ class Changes:
                 state[path] = None
         return state
 
-    def _wait_for_event(self, timeout: float) -> None:
+    def _read_events(self) -> list[tuple[int, str]]:
+        """The inotify events waiting now, as (mask, file name)."""
+        data = b""
+        try:
+            while chunk := os.read(self.fd, 65536):
+                data += chunk
+        except BlockingIOError:
+            pass
+        events, offset = [], 0
+        while offset + EVENT.size <= len(data):
+            _, mask, _, length = EVENT.unpack_from(data, offset)
+            name = data[offset + EVENT.size: offset + EVENT.size + length].split(b"\0", 1)[0]
+            events.append((mask, os.fsdecode(name)))
+            offset += EVENT.size + length
+        return events
+
+    def _watched(self, name: str) -> bool:
+        if self.files:
+            return any(path.name == name for path in self.files)
+        return name.endswith((".py", ".ipynb"))
+
+    def _wait_for_events(self, timeout: float) -> list[tuple[int, str]]:
+        """The events for watched files within `timeout` (polling: none, after one interval)."""
         if self.fd is None:
             time.sleep(min(timeout, self.interval))
-            return
+            return []
         ready, _, _ = select.select([self.fd], [], [], timeout)
-        if ready:
-            try:
-                while os.read(self.fd, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+        return [event for event in self._read_events() if self._watched(event[1])] if ready else []
 
-    def wait(self, debounce: float = 0.05) -> None:
-        """Return once a watched file has changed and then stayed unchanged for `debounce` seconds."""
+    def wait(self, quiet: float = 0.05) -> None:
+        """Return once a watched file has changed and its writer is done with it.
+
+        With inotify, a writer is done when it closes the file, or renames a new copy over it
+        (as most editors save): the grade starts at once. A writer that keeps the file open is
+        done once the file has had no event for `quiet` seconds. Polling cannot see a close, so
+        there the file must stay the same for `quiet` seconds."""
+        last = 0
         while True:
-            self._wait_for_event(1.0 if self.fd is not None else self.interval)
+            events = self._wait_for_events(1.0 if self.fd is not None else self.interval)
+            last = events[-1][0] if events else last
             current = self.snapshot()
             if current != self.state:
                 break
-        while True:  # debounce: let the writer finish
-            time.sleep(debounce)
-            settled = self.snapshot()
-            if settled == current:
-                break
-            current = settled
-        self.state = current
+        while not last & (IN_CLOSE_WRITE | IN_MOVED_TO):
+            if self.fd is None:
+                time.sleep(quiet)
+                settled = self.snapshot()
+                if settled == current:
+                    break
+                current = settled
+                continue
+            events = self._wait_for_events(quiet)
+            if not events:
+                break  # quiet: the writer has stopped, even without closing the file
+            last = events[-1][0]
+        self.state = self.snapshot()
 
 
 def watch(*, paths: list[Path], directory: Path, exercise, timeout, settings, names, echo, clear=None) -> None:

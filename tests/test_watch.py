@@ -73,3 +73,29 @@ def test_watching_the_overview_notices_a_new_exercise_file(tmp_path):
         process.send_signal(signal.SIGINT)
         next_report.rest()
     assert process.returncode == 0
+
+
+def test_a_file_written_in_several_steps_is_graded_once_whole(tmp_path):
+    """An editor that writes a file in pieces, keeping it open between them, gets one grade of the
+    whole file: never one of the first piece (which alone would be a syntax error)."""
+    path = tmp_path / "ex1_backprop_all.py"
+    stub = EX1.stub_path.read_text()
+    path.write_text(stub)
+    process, next_report = start(str(path))
+    try:
+        assert "0/26 passing" in next_report()
+        text = stub.replace("dlogprobs = ...", ANSWER)
+        cut = text.index(ANSWER) + len("dlogprobs = -1.0/n * F.one_hot(")
+        with open(path, "w") as handle:
+            handle.write(text[:cut])
+            handle.flush()
+            time.sleep(0.02)
+            handle.write(text[cut:])
+        report = next_report(timeout=30)
+        assert "1/26 passing: 1 exact" in report and "syntax error" not in report
+        path.write_text(stub.replace("dlogprobs = ...", "dlogprobs = 1 +"))  # the next save is graded too
+        assert "syntax error at line" in next_report(timeout=30)
+    finally:
+        process.send_signal(signal.SIGINT)
+        next_report.rest()
+    assert process.returncode == 0
