@@ -28,7 +28,7 @@ import torch
 
 from grader import mistakes
 from grader.compare import Settings, Status, TensorResult, compare, shape_text
-from grader.execution import Plan, Run, assigned_names
+from grader.execution import Plan, Run, assigned_names, facts
 from grader.graph import consumers, contribution, lines_of
 from grader.network import LECTURE_LITERALS, Public, Reference
 
@@ -157,12 +157,10 @@ def probe_slice(the_plan: Plan, target: str, provided: frozenset[str] = frozense
 def _needs(node: ast.AST) -> frozenset[str]:
     """What a statement needs from before it: what it reads, and what it changes without replacing
     (`x += ...`, `x[i] = ...`), but not its own loop variables."""
-    loops = {n.id for inner in ast.walk(node) if isinstance(inner, (ast.For, ast.comprehension))
-             for n in ast.walk(inner.target) if isinstance(n, ast.Name)}
-    reads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    changed = assigned_names(node) - _fresh(node)
+    found = facts(node)
+    changed = found.assigned - _fresh(node)
     # (`x = x + y` reads the x from before it: a name it assigns anew is still needed if it reads it.)
-    return frozenset((reads | changed) - loops)
+    return (found.reads | changed) - found.loop_names
 
 
 def _fresh(node: ast.AST) -> set[str]:

@@ -28,7 +28,6 @@ whatever it sent before it hung, crashed or exited is kept.
 from __future__ import annotations
 
 import ast
-import copy
 import dataclasses
 import functools
 import faulthandler
@@ -136,29 +135,56 @@ def _base_name(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What one walk of a statement's tree tells (see `facts`)."""
+
+    assigned: frozenset[str]  # every name it binds or changes in place (`assigned_names`)
+    reads: frozenset[str]  # every name it reads
+    loop_names: frozenset[str]  # the names its `for` loops and comprehensions bind
+    calls: frozenset[str]  # the plain names it calls: `f(...)`
+    augmented: frozenset[str]  # the plain names of its `x += ...`
+
+
 @functools.lru_cache(maxsize=8192)  # by node: asked again and again of the same statements
-def assigned_names(node: ast.AST) -> frozenset[str]:
-    """Every name a statement binds or changes in place: `x = `, `x[i] += `, `for x in`,
-    `x.add_(...)` and the like, anywhere inside it (loops included)."""
-    names: set[str] = set()
+def facts(node: ast.AST) -> Facts:
+    """The names a statement (or any node) binds, reads, loops over and calls, in one walk."""
+    names, reads, loops, calls, augmented = set(), set(), set(), set(), set()
     for child in ast.walk(node):
-        if isinstance(child, (ast.Import, ast.ImportFrom)):
+        if isinstance(child, ast.Name):
+            if isinstance(child.ctx, ast.Load):
+                reads.add(child.id)
+            else:
+                names.add(child.id)  # Store or Del
+        elif isinstance(child, (ast.Subscript, ast.Attribute, ast.Starred)):
+            if isinstance(child.ctx, (ast.Store, ast.Del)):
+                base = _base_name(child)
+                if base:
+                    names.add(base)
+        elif isinstance(child, ast.Call):
+            if isinstance(child.func, ast.Name):
+                calls.add(child.func.id)
+            elif isinstance(child.func, ast.Attribute):
+                method = child.func.attr
+                if method.endswith("_") and not method.startswith("__"):  # in-place: x.index_add_(...)
+                    base = _base_name(child.func.value)
+                    if base:
+                        names.add(base)
+        elif isinstance(child, (ast.Import, ast.ImportFrom)):
             names.update(alias.asname or alias.name.split(".")[0] for alias in child.names)
         elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(child.name)
-        elif isinstance(child, (ast.Name, ast.Subscript, ast.Attribute, ast.Starred)) and isinstance(
-            getattr(child, "ctx", None), (ast.Store, ast.Del)
-        ):
-            base = _base_name(child)
-            if base:
-                names.add(base)
-        elif isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute):
-            method = child.func.attr
-            if method.endswith("_") and not method.startswith("__"):  # in-place: x.index_add_(...)
-                base = _base_name(child.func.value)
-                if base:
-                    names.add(base)
-    return frozenset(names)
+        elif isinstance(child, ast.AugAssign) and isinstance(child.target, ast.Name):
+            augmented.add(child.target.id)
+        if isinstance(child, (ast.For, ast.AsyncFor, ast.comprehension)):
+            loops.update(n.id for n in ast.walk(child.target) if isinstance(n, ast.Name))
+    return Facts(frozenset(names), frozenset(reads), frozenset(loops), frozenset(calls), frozenset(augmented))
+
+
+def assigned_names(node: ast.AST) -> frozenset[str]:
+    """Every name a statement binds or changes in place: `x = `, `x[i] += `, `for x in`,
+    `x.add_(...)` and the like, anywhere inside it (loops included)."""
+    return facts(node).assigned
 
 
 def _is_blank(node: ast.stmt) -> bool:
@@ -168,9 +194,14 @@ def _is_blank(node: ast.stmt) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=16)  # one parse per file, whoever asks (never change the tree: it is shared)
 def parse(source: str, filename: str) -> ast.Module:
     """The syntax tree of a student's file; a file too deeply nested to parse (a 200 kB
     `1+1+...` line) or holding a null byte is a `SyntaxError` like any other."""
+    return _parse(source, filename)
+
+
+def _parse(source: str, filename: str) -> ast.Module:
     try:
         return ast.parse(source, filename=filename)
     except (RecursionError, MemoryError):
@@ -208,8 +239,7 @@ def global_writes(nodes) -> dict[str, set[str]]:
 
 def called_writes(node: ast.AST, writes: dict[str, set[str]]) -> set[str]:
     """The module names a statement assigns by calling a function that declares them `global`."""
-    return {name for call in ast.walk(node) if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
-            for name in writes.get(call.func.id, ())}
+    return {name for called in facts(node).calls for name in writes.get(called, ())}
 
 
 @functools.lru_cache(maxsize=64)
@@ -391,15 +421,15 @@ def _own_names(the_plan: Plan) -> set[str]:
     return set().union(*(assigned_names(st.node) for st in the_plan.statements))
 
 
-def _reads(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+def _reads(node: ast.AST) -> frozenset[str]:
+    return facts(node).reads
 
 
-def _reads_before(node: ast.AST) -> set[str]:
+def _reads_before(node: ast.AST) -> frozenset[str]:
     """The names a statement reads from before it: those it reads and does not assign itself (a
     loop's `ix = Xb[k, j]` then `dC[ix] += ...` reads its own `ix`), and its `x += ...` targets."""
-    augmented = {n.target.id for n in ast.walk(node) if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
-    return _reads(node) - (assigned_names(node) - augmented)
+    found = facts(node)
+    return found.reads - (found.assigned - found.augmented)
 
 
 class _RunState:
@@ -584,9 +614,11 @@ def _execute(channel: _Channel, the_plan: Plan, states: list[_RunState]) -> None
     channel.flush()
 
 
-def _compile_statements(the_plan: Plan, filename: str) -> dict[int, tuple]:
-    """Each statement compiled under the guard, once per process: index -> (code, violation)."""
-    return {st.index: compile_student(copy.deepcopy(st.node), filename) for st in the_plan.statements if not st.blank}
+def _compile_statements(the_plan: Plan, source: str, filename: str) -> dict[int, tuple]:
+    """Each statement compiled under the guard, once per process: index -> (code, violation). The
+    guard rewrites the tree it compiles, so it gets a fresh one, not the plan's."""
+    fresh = _parse(source, filename).body
+    return {st.index: compile_student(fresh[st.index], filename) for st in the_plan.statements if not st.blank}
 
 
 def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
@@ -607,7 +639,7 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
         exercise = BY_ID[args["exercise"]]
         the_plan = plan(args["source"], args["filename"], exercise.graded)
         guard = Guard(args["filename"], tuple(args["allowed"]))
-        compiled = _compile_statements(the_plan, args["filename"])
+        compiled = _compile_statements(the_plan, args["source"], args["filename"])
         channel = _Channel(write_fd, messages)
         while True:  # the grader may ask for more runs of the same file (`Session`)
             states = []
