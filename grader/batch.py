@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import gc
 import hashlib
 import io
 import json
@@ -445,6 +446,9 @@ def _run(submissions, out, workers, timeout, exercise, student_pattern, settings
             root, unpacked_skipped = extract_zip(submissions, Path(scratch))
         found = discover(root, student_pattern=student_pattern, only=exercise)
         found.skipped[:0] = unpacked_skipped
+    # What discovery read lives until the end: no collection need scan it again (each would, with
+    # every submission's syntax tree).
+    gc.freeze()
 
     version = grader_version()
     results_path = out / "results.jsonl"

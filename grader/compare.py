@@ -179,6 +179,16 @@ def shape_text(shape) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape two shapes broadcast to, None when they do not (as `torch.broadcast_shapes`, which
+    would import sympy, a fifth of a second, the first time it is called)."""
+    width = max(len(a), len(b))
+    a, b = (1,) * (width - len(a)) + tuple(a), (1,) * (width - len(b)) + tuple(b)
+    if any(x != y and x != 1 and y != 1 for x, y in zip(a, b)):
+        return None
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
+
+
 def shape_hint(name: str, tensor: str, expected: tuple[int, ...], got: tuple[int, ...]) -> str:
     """Why a gradient has the wrong shape, in terms of the likely mistake."""
     base = f"`{name}` has shape {shape_text(got)} but `{tensor}` has shape {shape_text(expected)}"
@@ -189,10 +199,7 @@ def shape_hint(name: str, tensor: str, expected: tuple[int, ...], got: tuple[int
         return f"{base}: a size-1 axis is missing; sum with `keepdim=True`"
     if tuple(s for s in got if s != 1) == expected and len(got) > len(expected):
         return f"{base}: it has an extra size-1 axis; drop `keepdim=True` or the extra axis"
-    try:
-        broadcast = tuple(torch.broadcast_shapes(expected, got))
-    except RuntimeError:
-        broadcast = None
+    broadcast = broadcast_shape(expected, got)
     if broadcast == got:
         offset = len(got) - len(expected)
         dims = list(range(offset)) + [

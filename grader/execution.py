@@ -55,6 +55,22 @@ from grader.wire import (
 )
 
 MAX_OUTPUT = 4000  # characters of the student's printed output kept
+# CPU seconds one statement may use at one size. A right line takes milliseconds (the lecture's
+# Python loop for dC, a few); an endless loop is stopped here, at a fraction of the file's
+# --timeout, which stays the limit for the whole file (and for a loop that catches the stop).
+STATEMENT_CPU = 0.2
+
+
+class StatementTimeout(BaseException):
+    """Raised in student code that has used up a statement's CPU time (`STATEMENT_CPU`)."""
+
+
+_in_student = False  # in a student process: whether its code is running now (the timer's signal is for it)
+
+
+def _statement_timer(signum, frame) -> None:
+    if _in_student:
+        raise StatementTimeout
 
 
 
@@ -194,11 +210,19 @@ def _is_blank(node: ast.stmt) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=16)  # one parse per file, whoever asks (never change the tree: it is shared)
 def parse(source: str, filename: str) -> ast.Module:
     """The syntax tree of a student's file; a file too deeply nested to parse (a 200 kB
-    `1+1+...` line) or holding a null byte is a `SyntaxError` like any other."""
-    return _parse(source, filename)
+    `1+1+...` line) or holding a null byte is a `SyntaxError` like any other. One parse per
+    source, whoever asks and under whatever name (never change the tree: it is shared)."""
+    try:
+        return _parse_once(source)
+    except SyntaxError:
+        return _parse(source, filename)  # raises, naming the file
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_once(source: str) -> ast.Module:
+    return _parse(source, "<submission>")
 
 
 def _parse(source: str, filename: str) -> ast.Module:
@@ -345,6 +369,7 @@ def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = 
         sys.stdin = io.StringIO("")
         torch.set_num_threads(1)
         torch.set_grad_enabled(False)
+        signal.signal(signal.SIGPROF, _statement_timer)
     except BaseException as exc:  # noqa: BLE001 - a process that cannot be set up says why, then ends
         try:
             send(4, {"t": "stop", "message": f"the student process could not start: {type(exc).__name__}"})
@@ -432,6 +457,19 @@ def _reads_before(node: ast.AST) -> frozenset[str]:
     return found.reads - (found.assigned - found.augmented)
 
 
+def _run_student(code, namespace: dict) -> None:
+    """Run one compiled statement within `STATEMENT_CPU` seconds of CPU (a profiling timer, which
+    fires again every period should the code catch the first stop)."""
+    global _in_student
+    _in_student = True
+    signal.setitimer(signal.ITIMER_PROF, STATEMENT_CPU, STATEMENT_CPU)
+    try:
+        exec(code, namespace)
+    finally:
+        _in_student = False
+        signal.setitimer(signal.ITIMER_PROF, 0)
+
+
 class _RunState:
     """One run of the file (one configuration) inside the student process. The runs of a job go
     through the file together, a statement at a time, so that one exchange with the grader after
@@ -467,11 +505,19 @@ class _RunState:
             self.injected[name] = tensor
             self.tainted.pop(name, None)
 
+    def _restore_all(self) -> None:
+        """Before every statement, nothing the student did to the forward tensors and the injected
+        gradients sticks: each is a fresh copy again unless the one in scope is still ours and
+        unchanged (its version counter says). One pass finds the few that are not."""
+        namespace, given_out = self.namespace, self.given_out
+        for sources, watch in ((self.tensors, False), (self.injected, True)):
+            stale = [name for name in sources if (current := given_out.get(name)) is None
+                     or namespace.get(name) is not current[0] or current[0]._version != current[1]]
+            for name in stale:
+                self._restore(name, sources[name], watch=watch and name in self.plan.final)
+
     def _restore(self, name: str, tensor: torch.Tensor, watch: bool) -> None:
-        """A fresh copy, unless the one in scope is still ours and unchanged (its version counter says)."""
-        current = self.given_out.get(name)
-        if current is not None and self.namespace.get(name) is current[0] and current[0]._version == current[1]:
-            return
+        """A fresh copy of `tensor` in scope as `name`."""
         copy = tensor.clone()
         self.namespace[name] = copy
         self.given_out[name] = (copy, copy._version)
@@ -483,11 +529,8 @@ class _RunState:
         torch.set_default_dtype(torch.float64 if self.options.float64 else torch.float32)
         sys.stdout = sys.stderr = self.output
         namespace, guard = self.namespace, self.guard
-        # Before every statement, nothing the student did to these sticks.
-        for name, tensor in self.tensors.items():
-            self._restore(name, tensor, watch=False)
-        for name, tensor in self.injected.items():
-            self._restore(name, tensor, watch=name in self.plan.final)
+        if not statement.blank:  # (a blank runs nothing: the next statement restores what it needs)
+            self._restore_all()
         code, refused = self.compiled[statement.index] if not statement.blank else (None, None)
         found: list[Violation] = [refused] if refused else []
         crashed = None
@@ -495,7 +538,14 @@ class _RunState:
             mark = len(guard.violations)
             guard.autograd_off(statement.line)
             try:
-                exec(code, namespace)
+                _run_student(code, namespace)
+            except StatementTimeout:
+                line = statement.line
+                self.send({"t": "stop", "line": line, "cut": f"time limit at line {line}",
+                           "message": f"line {line} used more than {STATEMENT_CPU:g} s of CPU, the limit for one "
+                                      f"statement (an endless loop?): grading stopped there"})
+                self.stopped = True
+                return
             except (SystemExit, KeyboardInterrupt) as exc:
                 line, _ = _student_error(exc, self.filename, statement.line)
                 what = "calls exit()" if isinstance(exc, SystemExit) else "raises KeyboardInterrupt"
@@ -581,7 +631,7 @@ class _RunState:
         printed, sys.stdout, sys.stderr = sys.stdout, _BoundedText(0), _BoundedText(0)
         try:
             for code in codes:
-                exec(code, scratch)
+                _run_student(code, scratch)
         except BaseException:  # noqa: BLE001 - a probe that cannot run says nothing
             return
         finally:
@@ -1058,7 +1108,7 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
             elif kind == "note" and len(run.notes) < MAX_NOTES:
                 run.notes.append(f"line {header['line']}: {header['message']} (a line that assigns no graded gradient)")
             elif kind == "stop":
-                run.error = header["message"]
+                run.error, run.cut = header["message"], header.get("cut")
                 due.stopped = True
             elif kind == "output":
                 run.output = header["text"][: MAX_OUTPUT + 40]

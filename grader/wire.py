@@ -175,7 +175,7 @@ SCHEMAS: dict[str, dict[str, tuple]] = {
     "progress": {"step": _INT, "losses": (list,), "seconds": (int, float)},
     "param": {"name": _STR, "kind": _STR},
 }
-OPTIONAL = {"error": {"policy": _OPT_STR}, "stop": {"line": _OPT_INT}, "answer": {"description": _STR}}
+OPTIONAL = {"error": {"policy": _OPT_STR}, "stop": {"line": _OPT_INT, "cut": _STR}, "answer": {"description": _STR}}
 TENSOR_FRAMES = {"answer", "probe", "param", "partial"}
 
 

@@ -140,7 +140,7 @@ def test_hostile_submissions_are_refused_and_the_class_is_graded_right(tmp_path,
     grade_class(folder, out, jobs=2, timeout=2.0, sandbox=sandbox)
     assert time.monotonic() - start < 120
     assert_honest_students_unharmed(out, {*ADVERSARIAL, "vandal", "latin", "broken", "good"} | {"wrong"})
-    assert "time limit" in feedback(out, "looper")[0]["error"]
+    assert "the limit for one statement" in feedback(out, "looper")[0]["error"]
     for student, what in [("forkbomb", "import os"), ("exiter", "import os"), ("selfkill", "import os"),
                           ("bigfile", "open"), ("vandal", "import os")]:
         notes = feedback(out, student)[0]["notes"]

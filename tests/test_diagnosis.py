@@ -311,3 +311,20 @@ def test_the_table_says_where_to_start(tmp_path, solution):
     output = CliRunner().invoke(cli, [str(path)]).output
     assert "start with `dbnvar`, line 36 · `grade hint dbnvar` explains it" in output
     assert "about: " in output
+
+
+def test_broadcast_shapes_agree_with_torch_and_reject_misfits():
+    """The shape stories' own broadcasting rule is torch's (which imports sympy on first use)."""
+    import itertools
+
+    import torch
+
+    from grader.compare import broadcast_shape
+
+    shapes = [(), (1,), (3,), (1, 3), (2, 1), (2, 3), (4, 2, 3), (4, 1, 1), (5,), (2, 5), (1, 1, 3)]
+    for a, b in itertools.product(shapes, repeat=2):
+        try:
+            expected = tuple(torch.broadcast_shapes(a, b))
+        except RuntimeError:
+            expected = None
+        assert broadcast_shape(a, b) == expected, (a, b)

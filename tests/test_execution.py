@@ -22,15 +22,37 @@ def test_syntax_error_is_a_file_level_error_listing_every_name(solution):
     assert set(statuses(result).values()) == {Status.ERROR}
 
 
-def test_infinite_loop_is_stopped_at_the_time_limit_and_earlier_lines_kept(solution):
+def test_infinite_loop_is_stopped_at_the_statement_limit_and_earlier_lines_kept(solution):
+    """An endless loop costs a statement's CPU time, not the file's whole --timeout."""
+    from grader.execution import STATEMENT_CPU
+
     source = replace_line(solution, "dh =", "while True: pass")
+    start = time.monotonic()
+    result = grade_text(source, timeout=5.0)
+    assert time.monotonic() - start < 2.5
+    assert f"line 22 used more than {STATEMENT_CPU:g} s of CPU" in result.error
+    got = statuses(result)
+    assert got["dlogits"] is Status.EXACT  # answered before the loop
+    assert got["dW2"] is Status.ERROR and by_name(result)["dW2"].hint == "not reached (time limit at line 22)"
+
+
+def test_a_loop_that_catches_the_statement_limit_still_ends_within_the_file_time_limit(solution):
+    """Catching the stop buys nothing: the timer fires again, and the file's --timeout is the last word."""
+    source = replace_line(solution, "dh =", "while True:\n    try:\n        while True: pass\n    except BaseException: pass")
     start = time.monotonic()
     result = grade_text(source, timeout=1.0)
     assert time.monotonic() - start < 5
-    assert "time limit of 1 s exceeded" in result.error and "line 22" in result.error
-    got = statuses(result)
-    assert got["dlogits"] is Status.EXACT  # answered before the loop
-    assert got["dW2"] is Status.ERROR
+    assert ("time limit of 1 s exceeded" in result.error or "the limit for one statement" in result.error)
+    assert "line 22" in result.error
+    assert statuses(result)["dlogits"] is Status.EXACT and statuses(result)["dW2"] is Status.ERROR
+
+
+def test_a_slow_but_finite_python_loop_is_graded(solution):
+    """The lecture's own loop for dC, run slowly on purpose, stays within a statement's limit."""
+    source = replace_line(solution, "dC =", "dC = torch.zeros_like(C)\nfor k in range(Xb.shape[0]):\n"
+                          "    for j in range(Xb.shape[1]):\n        for _ in range(20):\n"
+                          "            pass\n        dC[Xb[k, j]] += demb[k, j]")
+    assert statuses(grade_text(source, timeout=5.0))["dC"] is Status.EXACT
 
 
 def test_system_exit_stops_the_file_with_a_clear_error(solution):
