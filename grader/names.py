@@ -35,6 +35,11 @@ def _shape(node: ast.AST) -> str:
     return re.sub(r"Name\('[^']*'", "Name('_'", ast.dump(node, annotate_fields=False))
 
 
+@functools.lru_cache(maxsize=1)
+def _lecture_shapes() -> list[str]:
+    return [_shape(s) for s in lecture_statements()]
+
+
 def _names_in_order(node: ast.AST) -> list[str]:
     return [n.id for n in ast.walk(node) if isinstance(n, ast.Name)]
 
@@ -44,8 +49,7 @@ def forward_renames(statements: list[ast.stmt], lecture_names: set[str]) -> dict
     lecture = lecture_statements()
     theirs = [s for s in statements if isinstance(s, (ast.Assign, ast.AugAssign, ast.AnnAssign))]
     votes: Counter = Counter()
-    matcher = difflib.SequenceMatcher(None, [_shape(s) for s in theirs], [_shape(s) for s in lecture],
-                                      autojunk=False)
+    matcher = difflib.SequenceMatcher(None, [_shape(s) for s in theirs], _lecture_shapes(), autojunk=False)
     for a, b, size in matcher.get_matching_blocks():
         for k in range(size):
             for mine, its in zip(_names_in_order(theirs[a + k]), _names_in_order(lecture[b + k])):

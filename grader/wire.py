@@ -152,7 +152,7 @@ def decode_tensor(header: dict, payload: bytes) -> torch.Tensor:
     if dtype is None:
         raise Malformed("a tensor of an unknown dtype")
     numel = _numel(header.get("shape"))
-    if numel * torch.empty((), dtype=dtype).element_size() != len(payload):
+    if numel * dtype.itemsize != len(payload):
         raise Malformed("a tensor's size does not match its data")
     if not payload:
         return torch.empty(header["shape"], dtype=dtype)
@@ -177,6 +177,7 @@ SCHEMAS: dict[str, dict[str, tuple]] = {
 }
 OPTIONAL = {"error": {"policy": _OPT_STR}, "stop": {"line": _OPT_INT, "cut": _STR}, "answer": {"description": _STR}}
 TENSOR_FRAMES = {"answer", "probe", "param", "partial"}
+_FIELDS = {kind: {**schema, **OPTIONAL.get(kind, {})} for kind, schema in SCHEMAS.items()}
 
 
 def check_frame(header: dict, expected: dict[str, int]) -> int:
@@ -186,7 +187,7 @@ def check_frame(header: dict, expected: dict[str, int]) -> int:
     schema = SCHEMAS.get(kind) if isinstance(kind, str) else None
     if schema is None:
         raise Malformed("an unknown message")
-    fields = {**schema, **OPTIONAL.get(kind, {})}
+    fields = _FIELDS[kind]
     if type(header.get("run", 0)) is not int:
         raise Malformed("a run that is not a number")
     for key, value in header.items():
