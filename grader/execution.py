@@ -31,6 +31,7 @@ import ast
 import dataclasses
 import functools
 import faulthandler
+import gc
 import io
 import math
 import os
@@ -360,6 +361,7 @@ def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = 
         except (OSError, AttributeError):
             pass
         limit_resources(cpu_seconds)
+        gc.disable()  # a short life: nothing to collect, and no collection writing to the pages shared with the worker
         faulthandler.disable()  # a crash in student code is reported by the parent, not dumped on its terminal
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
