@@ -516,7 +516,6 @@ def _grade_all(pending, results_path, version, workers, timeout, settings, progr
     import torch
 
     torch.set_num_threads(1)
-    sys.setswitchinterval(0.0005)
     work: queue.Queue = queue.Queue()
     for submission in pending:
         work.put(submission)
