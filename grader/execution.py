@@ -769,7 +769,8 @@ def _clean() -> bool:
     training = sys.modules.get("grader.training")
     return (network.reference.cache_info().currsize == 0 and threading.active_count() == 1
             and (training is None or training.autograd_run.cache_info().currsize == 0)
-            and plan.cache_info().currsize == 0)
+            and plan.cache_info().currsize == 0 and _parse_once.cache_info().currsize == 0
+            and facts.cache_info().currsize == 0)
 
 
 LOCAL = LocalExecutor()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -195,3 +197,17 @@ def test_a_function_answers_a_gradient_only_when_called_and_assigning_it_as_a_gl
         assert row.status is Status.MISSING and row.line is None
     else:
         assert row.status is Status.EXACT and source.splitlines()[row.line - 1] == answered_at
+
+
+@pytest.mark.parametrize("reading", [
+    "parse(SOURCE, 'ex1_backprop_all.py')",  # the grader's own parse of a file
+    "assigned_names(ast.parse(SOURCE).body[0])",  # a notebook cell's statement, asked what it assigns
+])
+def test_a_process_that_has_read_a_submission_never_forks_a_worker(reading):
+    """A worker forked from a process inherits its memory: once a submission's text or syntax tree is
+    in a cache there, workers must start as new interpreters instead."""
+    probe = ("import ast\nfrom grader.execution import _clean, assigned_names, parse\n"
+             f"SOURCE = {SOLUTION!r}\nassert _clean()\n{reading}\nprint('clean' if _clean() else 'not clean')\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "not clean"
