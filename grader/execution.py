@@ -28,6 +28,7 @@ whatever it sent before it hung, crashed or exited is kept.
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import functools
 import faulthandler
@@ -56,22 +57,49 @@ from grader.wire import (
 )
 
 MAX_OUTPUT = 4000  # characters of the student's printed output kept
-# CPU seconds one statement may use at one size. A right line takes milliseconds (the lecture's
-# Python loop for dC, a few); an endless loop is stopped here, at a fraction of the file's
-# --timeout, which stays the limit for the whole file (and for a loop that catches the stop).
-STATEMENT_CPU = 0.2
+# CPU seconds one statement may use, at all sizes together: a share of the file's --timeout, at least
+# STATEMENT_MIN. A right line takes milliseconds (the lecture's Python loop for dC, a few; a
+# triple loop for a matrix product, about a second at all sizes), so an endless loop is stopped before
+# the file's limit, which stays the limit for the whole file (and for a loop that catches the stop).
+STATEMENT_SHARE, STATEMENT_MIN = 0.5, 0.5
+
+
+MIN_SLICE = 0.01  # what a size still gets of a statement's time when the sizes before it used it all
+
+
+def statement_cpu(timeout: float) -> float:
+    """The CPU seconds one statement may use, for a file's --timeout."""
+    return min(timeout, max(STATEMENT_MIN, timeout * STATEMENT_SHARE))
 
 
 class StatementTimeout(BaseException):
-    """Raised in student code that has used up a statement's CPU time (`STATEMENT_CPU`)."""
+    """Raised in student code that has used up a statement's CPU time (`statement_cpu`)."""
 
 
 _in_student = False  # in a student process: whether its code is running now (the timer's signal is for it)
+_timed_out = False  # whether the timer has fired in the statement running now (caught or not)
 
 
 def _statement_timer(signum, frame) -> None:
+    global _timed_out
     if _in_student:
+        _timed_out = True
         raise StatementTimeout
+
+
+def _untimed_import(*args, **kwargs):
+    """`__import__` with the statement's timer paused: a module that torch loads on first use (sympy,
+    for `torch.broadcast_shapes`, takes a third of a second) is not the student's loop."""
+    if not _in_student:
+        return _real_import(*args, **kwargs)
+    left = signal.setitimer(signal.ITIMER_PROF, 0)
+    try:
+        return _real_import(*args, **kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, *left)
+
+
+_real_import = builtins.__import__
 
 
 
@@ -372,6 +400,7 @@ def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = 
         torch.set_num_threads(1)
         torch.set_grad_enabled(False)
         signal.signal(signal.SIGPROF, _statement_timer)
+        builtins.__import__ = _untimed_import
     except BaseException as exc:  # noqa: BLE001 - a process that cannot be set up says why, then ends
         try:
             send(4, {"t": "stop", "message": f"the student process could not start: {type(exc).__name__}"})
@@ -459,17 +488,19 @@ def _reads_before(node: ast.AST) -> frozenset[str]:
     return found.reads - (found.assigned - found.augmented)
 
 
-def _run_student(code, namespace: dict) -> None:
-    """Run one compiled statement within `STATEMENT_CPU` seconds of CPU (a profiling timer, which
-    fires again every period should the code catch the first stop)."""
-    global _in_student
-    _in_student = True
-    signal.setitimer(signal.ITIMER_PROF, STATEMENT_CPU, STATEMENT_CPU)
+def _run_student(code, namespace: dict, limit: float) -> None:
+    """Run one compiled statement within `limit` seconds of CPU (a profiling timer, which fires again
+    every period should the code catch it; caught or not, the statement has run out of time)."""
+    global _in_student, _timed_out
+    _in_student, _timed_out = True, False
+    signal.setitimer(signal.ITIMER_PROF, limit, limit)
     try:
         exec(code, namespace)
     finally:
         _in_student = False
         signal.setitimer(signal.ITIMER_PROF, 0)
+    if _timed_out:
+        raise StatementTimeout
 
 
 class _RunState:
@@ -478,7 +509,7 @@ class _RunState:
     each statement serves them all."""
 
     def __init__(self, number: int, channel: _Channel, the_plan: Plan, compiled, guard: Guard, filename: str,
-                 scope: dict, given: dict, options: Options, probes: dict, bounds: dict[str, int]):
+                 scope: dict, given: dict, options: Options, probes: dict, bounds: dict[str, int], limit: float):
         self.number, self.channel, self.plan, self.compiled, self.guard = number, channel, the_plan, compiled, guard
         self.filename, self.options, self.probes, self.bounds = filename, options, probes, bounds
         self.tensors = {name: t for name, t in scope.items() if isinstance(t, torch.Tensor)}
@@ -497,6 +528,7 @@ class _RunState:
         self.mutated: set[str] = set()
         self.given_out: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (the copy in scope, its version then)
         self.output = _BoundedText(MAX_OUTPUT)
+        self.limit = limit  # CPU seconds a statement may use (`statement_cpu`)
         self.stopped = False
 
     def send(self, header: dict, payload: bytes = b"") -> None:
@@ -526,8 +558,8 @@ class _RunState:
         if watch:
             self.handed_out.append((weakref.ref(copy), copy._version, name))
 
-    def step(self, statement: Statement) -> None:
-        """Run one statement and send what it answered."""
+    def step(self, statement: Statement, budget: float) -> None:
+        """Run one statement, within `budget` CPU seconds, and send what it answered."""
         torch.set_default_dtype(torch.float64 if self.options.float64 else torch.float32)
         sys.stdout = sys.stderr = self.output
         namespace, guard = self.namespace, self.guard
@@ -540,12 +572,12 @@ class _RunState:
             mark = len(guard.violations)
             guard.autograd_off(statement.line)
             try:
-                _run_student(code, namespace)
+                _run_student(code, namespace, budget)
             except StatementTimeout:
                 line = statement.line
                 self.send({"t": "stop", "line": line, "cut": f"time limit at line {line}",
-                           "message": f"line {line} used more than {STATEMENT_CPU:g} s of CPU, the limit for one "
-                                      f"statement (an endless loop?): grading stopped there"})
+                           "message": f"line {line} used more than {self.limit:g} s of CPU, the limit for one "
+                                      f"statement at all sizes together (an endless loop?): grading stopped there"})
                 self.stopped = True
                 return
             except (SystemExit, KeyboardInterrupt) as exc:
@@ -633,7 +665,7 @@ class _RunState:
         printed, sys.stdout, sys.stderr = sys.stdout, _BoundedText(0), _BoundedText(0)
         try:
             for code in codes:
-                _run_student(code, scratch)
+                _run_student(code, scratch, self.limit)
         except BaseException:  # noqa: BLE001 - a probe that cannot run says nothing
             return
         finally:
@@ -654,9 +686,12 @@ def _execute(channel: _Channel, the_plan: Plan, states: list[_RunState]) -> None
     for number, due in channel.next(-1).items():
         states[number].receive(due)
     for statement in the_plan.statements:
+        left = states[0].limit if states else 0.0  # one statement's CPU time, for all its runs together
         for state in states:
             if not state.stopped:
-                state.step(statement)
+                started = time.process_time()
+                state.step(statement, max(left, MIN_SLICE))
+                left -= time.process_time() - started
         if all(state.stopped for state in states):
             break
         for number, due in channel.next(statement.index).items():
@@ -711,7 +746,7 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
                     scope.update(run["sizes"])
                 given = {name: tensors[(number, "given", name, None)] for name in run["given"]}
                 states.append(_RunState(number, channel, the_plan, compiled, guard, args["filename"], scope, given,
-                                        options, probes, args["bounds"]))
+                                        options, probes, args["bounds"], args["limit"]))
             _execute(channel, the_plan, states)
             job_read = read_job(messages)
             if job_read is None:
@@ -931,6 +966,7 @@ class Session:
         for spec in specs:  # the references, while the worker computes what the student process reads
             spec.reference()
         args, tensors, shared = _job(self.exercise, self.source, self.filename, specs, self.allowed, self.sizes)
+        args["limit"] = statement_cpu(self.timeout)
         if self.process is None:
             # The worker computes, once, every forward pass this file's grading may need.
             shared = [*shared, *self._later_shared()]

@@ -171,8 +171,10 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
     per_config = []
     for config, run in zip(exercise.configs, runs):
         per_config.append((config, _verdicts(exercise, reference(config), run, settings), run))
-        if run.error or not any(r.status.passed for r in per_config[0][1]):
-            break  # the runs after an error did not run; other sizes can only fail lines that pass here
+        # Other sizes can only fail lines that pass here. (Each size counts even after the lecture's run
+        # stopped: a size that went on answered, and one that stopped with it says "not reached".)
+        if not any(r.status.passed for r in per_config[0][1]):
+            break
     run = runs[0]  # the lecture's sizes: the run the report and the diagnosis speak of
     error = next((r.error for _, _, r in per_config if r.error), None)
     results = diagnose.combine_configs(per_config)

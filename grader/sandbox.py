@@ -116,7 +116,7 @@ def _recv_json(sock: socket.socket, with_fds: bool = False):
     return json.loads(_recv_exact(sock, length))
 
 
-def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = (), first_uid: int = 0) -> None:
+def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = (), first_uid: int = 0, warm_all: bool = False) -> None:
     """A worker's loop: fork a student process per request and pass its two pipes back; reap on
     request. The worker never reads a job: the student process reads its own from the grader, so
     nothing of one submission is ever in the memory the next one is forked from."""
@@ -129,7 +129,7 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = (), first_uid: int 
 
     for exercise in exercises.EXERCISES:
         lines_of(exercise.forward)  # the forward pass's statements, parsed once here, not in every fork
-    warm_lazy_imports()
+    warm_lazy_imports(warm_all)
     from grader import policy
     from grader.execution import fork_child, reap, run_job, shared_public
 
@@ -188,11 +188,18 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = (), first_uid: int 
                 _send_json(sock, {"t": "reaped", **info})
 
 
-def warm_lazy_imports() -> None:
+def warm_lazy_imports(everything: bool = False) -> None:
     """Import now what torch and numpy import on first use (printing a tensor, numpy's reductions):
-    a student process may not read the files (run as another user) nor import through the guard."""
+    a student process may not read the files (run as another user) nor import through the guard.
+    `everything`: also what a few allowed functions load (`torch.broadcast_shapes` loads sympy, a
+    third of a second), for a long-lived worker; `grade FILE`'s own worker cannot wait for it."""
     import numpy
     import torch
+
+    if everything:
+        torch.broadcast_shapes((2, 1), (1, 3))
+        torch.unravel_index(torch.tensor(3), (2, 2))
+        torch.zeros(2, 2).dim_order()
 
     for value in (torch.zeros(2, 2), torch.zeros(2, dtype=torch.int64), torch.tensor(1.5)):
         repr(value), str(value), f"{value.sum():.3f}"
@@ -314,7 +321,7 @@ class Worker:
             self.pid = pid
         else:
             code = (f"from grader.sandbox import serve; "
-                    f"serve({theirs.fileno()}, {self.slots}, {self.escape!r}, {self.uid_base})")
+                    f"serve({theirs.fileno()}, {self.slots}, {self.escape!r}, {self.uid_base}, warm_all=True)")
             command = [sys.executable, "-c", code]
             if self.bwrap:
                 command = [self.bwrap, *_bwrap_options(), *command]
@@ -389,22 +396,22 @@ class Worker:
 
     def prepare(self, shared=(None, ())) -> None:
         """Have the worker compute now, while this process does its own work, the forward passes
-        `spawn` will ask for (see there). No answer is awaited: a worker that has died is restarted
-        by the next `spawn`."""
-        with self.lock:
-            try:
-                _send_json(self.sock, {"t": "prepare", "exercise": shared[0], "shared": list(shared[1])})
-            except (OSError, AttributeError):
-                pass
+        `spawn` will ask for (see there)."""
+        self._tell({"t": "prepare", "exercise": shared[0], "shared": list(shared[1])})
 
     def release(self, handle) -> None:
         """End a student process whose exit does not matter, without waiting for it to end."""
         generation, pid = handle
+        self._tell({"t": "release", "pid": pid}, generation)
+
+    def _tell(self, request: dict, generation: int | None = None) -> None:
+        """A request the worker does not answer (none is awaited: a worker that has died is
+        restarted by the next `spawn`); `generation`: only to the worker of that generation."""
         with self.lock:
-            if generation != self.generation:
+            if generation is not None and generation != self.generation:
                 return
             try:
-                _send_json(self.sock, {"t": "release", "pid": pid})
+                _send_json(self.sock, request)
             except (OSError, AttributeError):
                 pass
 
