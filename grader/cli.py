@@ -70,12 +70,15 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
 
     Example: grade exercises/ex1_backprop_all.py
     """
-    _start_torch()
-    from grader.execution import LOCAL
-
-    LOCAL.start()  # now, while this process has computed nothing: the clean worker is a fork of it
     from grader.exercises import EX1
-    from grader.execution import shared_for
+    from grader.words import Prefetch
+
+    prefetch = Prefetch(EX1.configs)  # the word lists' splits, on the other core, while torch is imported
+    _start_torch()
+    from grader.execution import LOCAL, shared_for
+
+    prefetch.collect()
+    LOCAL.start()  # now, while this process has computed nothing: the clean worker is a fork of it
 
     LOCAL.prepare((None, shared_for(EX1)))  # the usual forward passes, while this process reads the file
     from grader.grading import grade_path

@@ -166,7 +166,10 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
     # Line by line at every configuration; the lecture's run also probes with random upstream gradients.
     probes = diagnose.probe_inputs(exercise, first_public(exercise), the_plan)
     specs = [RunSpec(config, options=Options(probe=i == 0)) for i, config in enumerate(exercise.configs)]
-    runs = session.run(specs)  # (the references are computed while the student process starts)
+    # While the student process runs, the grader works out what the probes should give.
+    idle = [functools.partial(lambda t, u: diagnose.probe_expected(exercise, first_reference(exercise), t, u),
+                              target, upstream) for target, upstream in probes.items()]
+    runs = session.run(specs, idle=idle)
     ref = first_reference(exercise)
     per_config = []
     for config, run in zip(exercise.configs, runs):

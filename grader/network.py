@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import random
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy
 import torch
@@ -27,59 +24,7 @@ from grader.configs import (  # noqa: F401 - the configurations live apart from 
     LECTURE, LECTURE_LITERALS, LECTURE_SEED, OTHER, PARAMETER_NAMES, SMALL, SPLIT_SEED, TRAINING, Config,
     DataError, default_words_path,
 )
-
-
-@functools.lru_cache(maxsize=4)
-def _read_words(path: Path) -> tuple[str, ...]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"the word list {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"the word list {path} cannot be read: {exc}") from None
-    return tuple(word for word in map(str.strip, text.splitlines()) if word)
-
-
-@functools.lru_cache(maxsize=8)
-def load_words(path: Path | None = None, drop_letters: str = "", max_words: int | None = None) -> tuple[str, ...]:
-    """The word list, one word a line, in file order (blank lines skipped)."""
-    path = path or default_words_path()
-    words = _read_words(path)
-    if drop_letters:
-        dropped = re.compile("[" + re.escape(drop_letters) + "]")
-        words = [w for w in words if not dropped.search(w)]
-    if max_words is not None:
-        words = words[:max_words]
-    if len(words) < 10:
-        raise DataError(f"the word list {path} has fewer than 10 usable words")
-    return tuple(words)
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """Characters to indices: '.' is 0 (start and end of a word), then the sorted characters."""
-
-    itos: tuple[str, ...]
-
-    @classmethod
-    def from_words(cls, words: tuple[str, ...]) -> "Vocabulary":
-        chars = sorted(set("".join(words)) - {"."})
-        return cls(itos=(".", *chars))
-
-    @functools.cached_property
-    def stoi(self) -> dict[str, int]:
-        return {ch: i for i, ch in enumerate(self.itos)}
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-
-def split_words(words: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
-    """The lecture's 80/10/10 split after `random.seed(42); random.shuffle(words)`."""
-    shuffled = list(words)
-    random.Random(SPLIT_SEED).shuffle(shuffled)
-    n1, n2 = int(0.8 * len(shuffled)), int(0.9 * len(shuffled))
-    return shuffled[:n1], shuffled[n1:n2], shuffled[n2:]
+from grader.words import Vocabulary, load_words, split_words, train_words  # noqa: F401 - re-exported
 
 
 def build_dataset(words: list[str], vocab: Vocabulary, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,9 +190,7 @@ def sizes_of(config: Config, vocab: Vocabulary) -> dict[str, int]:
 def sample_batch(config: Config) -> tuple[Vocabulary, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """The vocabulary, the initial parameters and the first training batch of a configuration (the
     same objects every time: callers copy before they change anything)."""
-    words = load_words(config.words_path, config.drop_letters, config.max_words)
-    vocab = Vocabulary.from_words(words)
-    train, _, _ = split_words(words)
+    vocab, train = train_words(config)
     g = torch.Generator().manual_seed(config.seed)
     params = init_parameters(config, len(vocab), g)
     dataset = LazyDataset(train, vocab, config.block_size)

@@ -232,6 +232,7 @@ class Reader:
 
     def __init__(self, fd: int, deadline: float | None, limit: int | None = MAX_BYTES):
         self.fd, self.deadline, self.limit, self.buffer = fd, deadline, limit, bytearray()
+        self.idle: list = []  # the grader's own work, done while nothing has come (see `_fill`)
         self.total = 0
 
     def _fill(self, size: int) -> bool:
@@ -239,6 +240,12 @@ class Reader:
             remaining = None if self.deadline is None else self.deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError
+            while self.idle and not select.select([self.fd], [], [], 0)[0]:
+                task = self.idle.pop(0)
+                try:
+                    task()  # (its result is cached: should it fail, it fails again where it is needed)
+                except Exception:  # noqa: BLE001
+                    pass
             ready, _, _ = select.select([self.fd], [], [], remaining)
             if not ready:
                 raise TimeoutError

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 
 from grader.network import (
@@ -58,3 +61,24 @@ def test_the_forward_pass_a_worker_shares_is_the_references_bitwise():
             assert set(shared.tensors) == set(ref.tensors) and shared.sizes == ref.sizes
             assert all(torch.equal(shared.tensors[n], ref.tensors[n]) for n in ref.tensors), (config.name, dtype)
             assert shared.shapes == {n: tuple(g.shape) for n, g in ref.gradients.items()}
+
+
+def test_the_splits_worked_out_by_the_helper_process_are_the_ones_computed_here():
+    """`grade FILE` has a helper process split the word lists while it imports torch; what the helper
+    sends back must be exactly what this process would compute (and it must not need torch)."""
+    probe = (
+        "import sys\n"
+        "from grader import words\n"
+        "from grader.configs import LECTURE, OTHER, SMALL, TRAINING\n"
+        "fetch = words.Prefetch([LECTURE, OTHER, SMALL, TRAINING])\n"
+        "fetch.collect()\n"
+        "got = dict(words._TRAIN)\n"
+        "assert len(got) == 3, len(got)  # TRAINING shares the lecture's words\n"
+        "words._TRAIN.clear()\n"
+        "for config in (LECTURE, OTHER, SMALL):\n"
+        "    assert words.train_words(config) == got[words._key(config)], config.name\n"
+        "print('same' if 'torch' not in sys.modules else 'torch imported')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "same"
