@@ -14,6 +14,17 @@ torch.set_num_threads(1)  # as the CLI does: forking stays safe and tiny tensors
 SOLUTION = EX1.solution_path.read_text(encoding="utf-8")
 
 
+def python_prints(code: str) -> str:
+    """What a fresh interpreter prints running `code` (which must succeed): for what a process does
+    from its start, which this test process is long past."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def replace_line(source: str, prefix: str, new: str) -> str:
     """The source with the one line that starts with `prefix` replaced by `new`."""
     lines = source.splitlines()

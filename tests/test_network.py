@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import torch
 
 from grader.network import (
     LECTURE, Config, LazyDataset, Vocabulary, build_dataset, load_words, reference, split_words,
 )
+
+from conftest import python_prints
 
 
 def test_lecture_vocabulary_is_dot_then_a_to_z():
@@ -79,6 +78,4 @@ def test_the_splits_worked_out_by_the_helper_process_are_the_ones_computed_here(
         "    assert words.train_words(config) == got[words._key(config)], config.name\n"
         "print('same' if 'torch' not in sys.modules else 'torch imported')\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "same"
+    assert python_prints(probe) == "same"
