@@ -62,8 +62,6 @@ MAX_OUTPUT = 4000  # characters of the student's printed output kept
 # triple loop for a matrix product, about a second at all sizes), so an endless loop is stopped before
 # the file's limit, which stays the limit for the whole file (and for a loop that catches the stop).
 STATEMENT_SHARE, STATEMENT_MIN = 0.5, 0.5
-
-
 MIN_SLICE = 0.01  # what a size still gets of a statement's time when the sizes before it used it all
 
 
@@ -100,7 +98,6 @@ def _untimed_import(*args, **kwargs):
 
 
 _real_import = builtins.__import__
-
 
 
 @dataclass

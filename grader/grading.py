@@ -166,11 +166,11 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
     # Line by line at every configuration; the lecture's run also probes with random upstream gradients.
     probes = diagnose.probe_inputs(exercise, first_public(exercise), the_plan)
     specs = [RunSpec(config, options=Options(probe=i == 0)) for i, config in enumerate(exercise.configs)]
-    # While the student process runs, the grader works out what the probes should give.
-    idle = [functools.partial(lambda t, u: diagnose.probe_expected(exercise, first_reference(exercise), t, u),
-                              target, upstream) for target, upstream in probes.items()]
-    runs = session.run(specs, idle=idle)
     ref = first_reference(exercise)
+    # While the student process runs, the grader works out what the probes should give.
+    idle = [functools.partial(diagnose.probe_expected, exercise, ref, target, upstream)
+            for target, upstream in probes.items()]
+    runs = session.run(specs, idle=idle)
     per_config = []
     for config, run in zip(exercise.configs, runs):
         per_config.append((config, _verdicts(exercise, reference(config), run, settings), run))

@@ -225,7 +225,23 @@ class Public:
     shapes: dict[str, tuple[int, ...]]  # tensor name -> the shape of its gradient
 
 
-@functools.lru_cache(maxsize=8)
+def _cached(function):
+    """`functools.lru_cache`, keyed on the arguments with the defaults filled in: `reference(c)` and
+    `reference(c, torch.float32)` are one entry, not two computations of the same pass."""
+    signature = inspect.signature(function)
+    cached = functools.lru_cache(maxsize=8)(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return cached(*bound.args)
+
+    wrapper.cache_info, wrapper.cache_clear = cached.cache_info, cached.cache_clear
+    return wrapper
+
+
+@_cached
 def public(config: Config = LECTURE, dtype: torch.dtype = torch.float32) -> Public:
     """The forward pass of `reference(config, dtype)` alone, with no gradient computed: what a clean
     worker may hold and share with every student process it forks (the same tensors, bitwise)."""
@@ -238,7 +254,7 @@ def public(config: Config = LECTURE, dtype: torch.dtype = torch.float32) -> Publ
     return Public(tensors, sizes_of(config, vocab), shapes)
 
 
-@functools.lru_cache(maxsize=8)
+@_cached
 def reference(config: Config = LECTURE, dtype: torch.dtype = torch.float32) -> Reference:
     """The lecture's chunked forward and backward pass on the first batch of a configuration
     (in float64 to tell a rounding difference from a wrong formula)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 
-
 from grader.compare import broadcast_shape, shape_text
 
 CRASHES = ("cannot be multiplied", "must match the size of tensor", "size mismatch", "shape mismatch",
@@ -24,10 +23,6 @@ class _Unknown(Exception):
 class _Misfit(Exception):
     def __init__(self, story: str):
         self.story = story
-
-
-def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
-    return broadcast_shape(a, b)
 
 
 def _int(node: ast.expr, sizes: dict[str, int]) -> int:
@@ -65,7 +60,7 @@ def _shape(node: ast.expr, shapes: dict[str, tuple[int, ...]], sizes: dict[str, 
                                   f"the order of the operands, as the shapes decide")
                 return (a[0], b[1])
             raise _Unknown
-        out = _broadcast(a, b)
+        out = broadcast_shape(a, b)
         if out is None:
             raise _Misfit(f"`{left}`, {shape_text(a)}, and `{right}`, {shape_text(b)}, do not broadcast together "
                           f"in `{src}`: sizes must be equal or 1, aligned from the right (`keepdim=True` keeps a "

@@ -108,18 +108,19 @@ class Changes:
             current = self.snapshot()
             if current != self.state:
                 break
-        while not last & (IN_CLOSE_WRITE | IN_MOVED_TO):
-            if self.fd is None:
+        if self.fd is None:
+            while True:
                 time.sleep(quiet)
                 settled = self.snapshot()
                 if settled == current:
                     break
                 current = settled
-                continue
-            events = self._wait_for_events(quiet)
-            if not events:
-                break  # quiet: the writer has stopped, even without closing the file
-            last = events[-1][0]
+        else:
+            while not last & (IN_CLOSE_WRITE | IN_MOVED_TO):
+                events = self._wait_for_events(quiet)
+                if not events:
+                    break  # quiet: the writer has stopped, even without closing the file
+                last = events[-1][0]
         self.state = self.snapshot()
 
 

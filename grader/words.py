@@ -89,7 +89,7 @@ class Prefetch:
     what the child found; anything that goes wrong leaves the work to `train_words`."""
 
     def __init__(self, configs):
-        self.keys, self.pid, self.fd = [], None, None
+        self.pid = self.fd = None
         wanted = {}
         for config in configs:
             wanted.setdefault(_key(config), config)
