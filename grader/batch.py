@@ -431,7 +431,7 @@ def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout:
     if not submissions.is_dir() and not submissions.is_file():
         raise BatchError(f"{submissions} is neither a folder nor a zip file")
     # Workers import torch while this process finds the submissions.
-    workers = [Worker(bwrap) for _ in range(jobs or os.cpu_count() or 1)]
+    workers = [Worker(bwrap, many=True) for _ in range(jobs or os.cpu_count() or 1)]
     try:
         return _run(submissions, out, workers, timeout, exercise, student_pattern, settings, log, progress_stream)
     finally:

@@ -34,8 +34,10 @@ import functools
 import faulthandler
 import gc
 import io
+import marshal
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -52,8 +54,8 @@ from grader.network import Config, Public, Reference, public, reference
 from grader.policy import Forbidden, Guard, Violation, compile_student
 from grader.sandbox import drop_privileges, limit_resources
 from grader.wire import (
-    DTYPES, Malformed, Reader, check_frame, decode_tensor, dtype_name, encode_value, frame, max_elements,
-    pack_tensors, send, send_by, send_bytes, unpack_tensors,
+    DTYPES, Malformed, Reader, check_frame, decode_tensor, dtype_name, encode_once, encode_value, frame,
+    max_elements, pack_tensors, send, send_by, send_bytes, unpack_tensors,
 )
 
 MAX_OUTPUT = 4000  # characters of the student's printed output kept
@@ -437,6 +439,8 @@ def read_job(messages):
         elif header["t"] == "tensor":
             key = (header["run"], header["group"], header["name"], header.get("target"))
             tensors[key] = decode_tensor(header, payload)
+        elif header["t"] == "code":
+            tensors["code"] = payload
         elif header["t"] == "end":
             return args, tensors
     return None
@@ -698,11 +702,66 @@ def _execute(channel: _Channel, the_plan: Plan, states: list[_RunState]) -> None
     channel.flush()
 
 
-def _compile_statements(the_plan: Plan, source: str, filename: str) -> dict[int, tuple]:
+def _compile_statements(the_plan: Plan, source: str, filename: str,
+                        given: dict[int, types.CodeType] | None = None) -> dict[int, tuple]:
     """Each statement compiled under the guard, once per process: index -> (code, violation). The
-    guard rewrites the tree it compiles, so it gets a fresh one, not the plan's."""
-    fresh = _parse(source, filename).body
-    return {st.index: compile_student(fresh[st.index], filename) for st in the_plan.statements if not st.blank}
+    guard rewrites the tree it compiles, so it gets a fresh one, not the plan's. `given`: the
+    statements the grader has compiled already (`precompile`)."""
+    given = given or {}
+    fresh = None
+    compiled = {}
+    for st in the_plan.statements:
+        if st.blank:
+            continue
+        if st.index in given:
+            compiled[st.index] = (given[st.index], None)
+            continue
+        fresh = fresh or _parse(source, filename).body
+        compiled[st.index] = compile_student(fresh[st.index], filename)
+    return compiled
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")  # a line as the parser counts them
+CODE_CACHE = 4096  # compiled statements the grader keeps (`precompile`)
+_codes: dict[tuple, types.CodeType] = {}
+
+
+def precompile(the_plan: Plan, source: str, filename: str) -> bytes:
+    """The statements of a file that compile cleanly under the guard, compiled in the grader and
+    marshalled for its student process (index -> code). The files of a class share most of their
+    statements: a statement is compiled once for all of them, keyed by its place and the whole
+    text of its lines, which together fix the code it compiles to (then given the file's name). A
+    statement the guard refuses is left to the student process, which compiles it and reports it."""
+    lines = None
+    fresh = None
+    out = {}
+    for st in the_plan.statements:
+        if st.blank:
+            continue
+        node = st.node
+        lines = lines or _LINE.findall(source)
+        key = (node.lineno, node.col_offset, node.end_lineno, node.end_col_offset,
+               "".join(lines[node.lineno - 1: node.end_lineno]))
+        code = _codes.get(key)
+        if code is None:
+            fresh = fresh or _parse(source, filename).body
+            code, _ = compile_student(fresh[st.index], _ANY_FILE)
+            if code is None:
+                continue
+            if len(_codes) >= CODE_CACHE:
+                del _codes[next(iter(_codes))]  # the oldest
+            _codes[key] = code
+        out[st.index] = _named(code, filename)
+    return marshal.dumps(out)
+
+
+_ANY_FILE = "<statement>"
+
+
+def _named(code: types.CodeType, filename: str) -> types.CodeType:
+    """`code` as compiled from `filename` (its nested functions and comprehensions too)."""
+    consts = tuple(_named(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
@@ -723,7 +782,8 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
         exercise = BY_ID[args["exercise"]]
         the_plan = plan(args["source"], args["filename"], exercise.graded)
         guard = Guard(args["filename"], tuple(args["allowed"]))
-        compiled = _compile_statements(the_plan, args["source"], args["filename"])
+        compiled = _compile_statements(the_plan, args["source"], args["filename"],
+                                       marshal.loads(tensors.get("code", marshal.dumps({}))))
         channel = _Channel(write_fd, messages)
         while True:  # the grader may ask for more runs of the same file (`Session`)
             states = []
@@ -802,7 +862,7 @@ def _clean() -> bool:
     return (network.reference.cache_info().currsize == 0 and threading.active_count() == 1
             and (training is None or training.autograd_run.cache_info().currsize == 0)
             and plan.cache_info().currsize == 0 and _parse_once.cache_info().currsize == 0
-            and facts.cache_info().currsize == 0)
+            and facts.cache_info().currsize == 0 and not _codes and encode_once.cache_info().currsize == 0)
 
 
 LOCAL = LocalExecutor()
@@ -904,13 +964,16 @@ def shared_public(exercise_id: str | None, shared) -> None:
             warm_probes(BY_ID[exercise_id], shown)
 
 
-def send_job(write_fd: int, args: dict, tensors, deadline: float) -> None:
-    """Write a job to a student process: its arguments, then its tensors, then the end."""
+def send_job(write_fd: int, args: dict, tensors, deadline: float, code: bytes = b"") -> None:
+    """Write a job to a student process: its arguments, its tensors, the statements compiled for
+    it (`precompile`, with the first job of a process), then the end."""
     send_by(write_fd, {"t": "job", "args": args}, deadline=deadline)
     for run, group, name, target, tensor in tensors:
         header, payload = encode_value(tensor)
         send_by(write_fd, {"t": "tensor", "run": run, "group": group, "name": name, "target": target, **header},
                 payload, deadline)
+    if code:
+        send_by(write_fd, {"t": "code"}, code, deadline)
     send_by(write_fd, {"t": "end"}, deadline=deadline)
 
 
@@ -966,6 +1029,7 @@ class Session:
             spec.reference()
         args, tensors, shared = _job(self.exercise, self.source, self.filename, specs, self.allowed, self.sizes)
         args["limit"] = statement_cpu(self.timeout)
+        code = b""
         if self.process is None:
             # The worker computes, once, every forward pass this file's grading may need.
             shared = [*shared, *self._later_shared()]
@@ -976,10 +1040,11 @@ class Session:
                     run.error = str(exc)
                     _fill_unanswered(run, self.exercise.graded)
                 return runs
+            code = precompile(self.plan, self.source, self.filename)  # while the new process starts
         _, _, write_fd, messages, reader = self.process
         reader.deadline = time.monotonic() + self.timeout
         try:
-            send_job(write_fd, args, tensors, reader.deadline)
+            send_job(write_fd, args, tensors, reader.deadline, code)
         except (TimeoutError, BrokenPipeError):
             pass  # the process is gone or stuck: reading says which
         dues = [_Due(spec.reference(), self.exercise, self.plan, self.points, spec.options.inject) for spec in specs]
@@ -1051,6 +1116,15 @@ class _Due:
         self.received: set[str] = set()  # answered or failed
         self.sent: set[str] = set()
         self.stopped = False
+        # `after` comes once for each statement, in order (`_collect` sees to it): what each one finishes
+        # and releases is worked out once.
+        self.finishing: dict[int, list[str]] = {}
+        for name, final in the_plan.final.items():
+            if not the_plan.statements[final].blank:
+                self.finishing.setdefault(final, []).append(name)
+        self.releasing: dict[int, list[str]] = {}
+        for name, point in points.items():
+            self.releasing.setdefault(point, []).append(name)
 
     def receive(self, name: str, answered: bool) -> None:
         if name in self.received:
@@ -1062,15 +1136,12 @@ class _Due:
     def after(self, index: int) -> list[tuple[str, torch.Tensor]]:
         if self.stopped:
             return []
-        for name, final in self.plan.final.items():
-            if final <= index and not self.plan.statements[final].blank and name not in self.received:
-                raise Malformed("a statement done without its answer")
+        if any(name not in self.received for name in self.finishing.get(index, ())):
+            raise Malformed("a statement done without its answer")
         due = []
-        for name, point in self.points.items():
-            if name in self.sent or point > index:
-                continue
-            if not self.inject and name in self.answered:
-                continue  # chained: the student's own value stays
+        for name in self.releasing.get(index, ()):
+            if name in self.sent or (not self.inject and name in self.answered):
+                continue  # (chained: the student's own value stays)
             self.sent.add(name)
             due.append((name, self.ref.gradients[self.exercise.tensor_of(name)]))
         return due

@@ -123,12 +123,16 @@ def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, ti
 def _verdicts(exercise: Exercise, ref: Reference, run, settings: Settings) -> tuple[TensorResult, ...]:
     """Every target of one run compared with one reference, then the policy applied."""
     results = tuple(
-        replace(compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t),
-                        settings=settings, n=ref.sizes["n"]), scored=t in exercise.targets)
+        _scored(compare(run.answers[t], ref.gradients[exercise.tensor_of(t)], exercise.tensor_of(t),
+                        settings=settings, n=ref.sizes["n"]), t in exercise.targets)
         for t in exercise.graded
         if t in exercise.targets or run.answers[t].kind != "missing"  # an intermediate only where written
     )
     return diagnose.apply_policy(results, run)
+
+
+def _scored(result: TensorResult, scored: bool) -> TensorResult:
+    return result if result.scored == scored else replace(result, scored=scored)
 
 
 def _worst(per_step: list[TensorResult]) -> TensorResult:

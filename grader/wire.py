@@ -14,6 +14,7 @@ stops reading cannot stall the grader.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -121,11 +122,18 @@ def pack_tensors(tensors: list[tuple[int, str, torch.Tensor]]) -> tuple[dict, by
     """(run, name, tensor) items as one message (grader to student process): headers, then bytes."""
     headers, payloads = [], []
     for run, name, tensor in tensors:
-        header, payload = encode_value(tensor)
+        header, payload = encode_once(tensor)
         headers.append({"run": run, "name": name, "dtype": header["dtype"], "shape": header["shape"],
                         "size": len(payload)})
         payloads.append(payload)
     return {"t": "due", "tensors": headers}, b"".join(payloads)
+
+
+@functools.lru_cache(maxsize=1024)
+def encode_once(tensor: torch.Tensor) -> tuple[dict, bytes]:
+    """A reference gradient's bytes, encoded once for every student process it goes to (the
+    references are cached and never change; a tensor hashes by identity)."""
+    return encode_value(tensor)
 
 
 def unpack_tensors(header: dict, payload: bytes) -> dict[int, dict[str, torch.Tensor]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -251,10 +252,56 @@ def test_a_function_answers_a_gradient_only_when_called_and_assigning_it_as_a_gl
 @pytest.mark.parametrize("reading", [
     "parse(SOURCE, 'ex1_backprop_all.py')",  # the grader's own parse of a file
     "assigned_names(ast.parse(SOURCE).body[0])",  # a notebook cell's statement, asked what it assigns
+    # its statements compiled for the student process, with every other cache emptied after
+    "precompile(plan(SOURCE, 'f.py', EX1.graded), SOURCE, 'f.py'); "
+    "[f.cache_clear() for f in (plan, _parse_once, facts)]",
+    "encode_once(torch.ones(3))",  # a reference gradient's bytes, kept for the next student process
 ])
 def test_a_process_that_has_read_a_submission_never_forks_a_worker(reading):
     """A worker forked from a process inherits its memory: once a submission's text or syntax tree is
     in a cache there, workers must start as new interpreters instead."""
-    probe = ("import ast\nfrom grader.execution import _clean, assigned_names, parse\n"
+    probe = ("import ast, torch\nfrom grader.execution import _clean, _parse_once, assigned_names, encode_once, "
+             "facts, parse, plan, precompile\nfrom grader.exercises import EX1\n"
              f"SOURCE = {SOLUTION!r}\nassert _clean()\n{reading}\nprint('clean' if _clean() else 'not clean')\n")
     assert python_prints(probe) == "not clean"
+
+
+def test_a_statement_compiled_for_one_file_never_stands_in_for_another(solution):
+    """The grader compiles each statement once for a whole class, keyed by its text and place: a
+    line changed at the same place, a file with old Mac line endings (a lone CR ends a line for
+    the parser), or a file of another name each get code of their own."""
+    assert grade_text(solution).error is None
+    wrong = replace_line(solution, "dW2 =", "dW2 = 2*h.T@dlogits")  # as long as the right line
+    assert len(wrong) == len(solution) and statuses(grade_text(wrong))["dW2"] is Status.FAIL
+    assert statuses(grade_text(solution))["dW2"] is Status.EXACT
+    cr = replace_line(solution, "dW2 =", "dW2 = h.T @ dlogits * 2").replace("\n", "\r")
+    rows = by_name(grade_text(cr))
+    assert rows["dW2"].status is Status.FAIL and rows["dh"].status is Status.EXACT
+    assert solution.splitlines()[rows["dW2"].line - 1].startswith("dW2 =")
+    # A crash deep inside a loop is reported at its own line, under whichever name the file has.
+    looped = replace_line(solution, "dC =", "dC = torch.zeros_like(C)\nfor k in range(n):\n"
+                          "    for j in range(block_size):\n        dC[Xb[k, j]] += demb[k, j] @ W1")
+    inner = looped.splitlines().index("        dC[Xb[k, j]] += demb[k, j] @ W1") + 1
+    for filename in ("ex1_backprop_all.py", "other_name.py"):
+        row = by_name(grade_text(looped, filename=filename))["dC"]
+        assert row.status is Status.ERROR and row.line == inner, (filename, row)
+
+
+def _huge_pages_possible() -> bool:
+    try:
+        mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return False
+    release = tuple(int(p) for p in os.uname().release.split(".")[:2] if p.isdigit())
+    return "[madvise]" in mode and release >= (6, 1)  # (MADV_COLLAPSE came with 6.1)
+
+
+@pytest.mark.skipif(not _huge_pages_possible(), reason="huge pages are not given on request here")
+def test_a_batch_worker_moves_its_memory_into_huge_pages():
+    """A batch forks a student process per submission from a worker holding torch; its memory in
+    2 MB pages makes each fork and exit copy and tear down far fewer page-table entries."""
+    probe = ("import torch\nfrom grader.sandbox import use_huge_pages\n"
+             "def huge():\n"
+             "    return sum(int(l.split()[1]) for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHuge'))\n"
+             "before = huge()\nuse_huge_pages()\nprint(before, huge() > 50 * 1024)\n")
+    assert python_prints(probe) == "0 True"
