@@ -23,15 +23,16 @@ def test_syntax_error_is_a_file_level_error_listing_every_name(solution):
     assert set(statuses(result).values()) == {Status.ERROR}
 
 
-def test_infinite_loop_is_stopped_at_the_statement_limit_and_earlier_lines_kept(solution):
-    """An endless loop costs a statement's CPU time, not the file's whole --timeout."""
-    from grader.execution import statement_cpu
+def test_infinite_loop_is_stopped_at_the_smallest_size_and_earlier_lines_kept(solution):
+    """An endless loop costs the smallest size's share of a statement's CPU time, not the statement's
+    whole limit, let alone the file's --timeout."""
+    from grader.execution import FIRST_SIZE_CPU, statement_cpu
 
     source = replace_line(solution, "dh =", "while True: pass")
     start = time.monotonic()
     result = grade_text(source, timeout=5.0)
-    assert time.monotonic() - start < 4.5 and statement_cpu(5.0) < 5
-    assert f"line 22 used more than {statement_cpu(5.0):g} s of CPU" in result.error
+    assert time.monotonic() - start < 4.5 and FIRST_SIZE_CPU < statement_cpu(5.0) < 5
+    assert f"line 22 used more than {FIRST_SIZE_CPU:.2g} s of CPU" in result.error
     got = statuses(result)
     assert got["dlogits"] is Status.EXACT  # answered before the loop
     assert got["dW2"] is Status.ERROR and by_name(result)["dW2"].hint == "not reached (time limit at line 22)"
