@@ -255,7 +255,10 @@ def compare(answer: Answer, expected: torch.Tensor, tensor: str, *, settings: Se
             f"{str(expected.dtype).removeprefix('torch.')}; a gradient has the dtype of its tensor",
             **common,
         )
-    if not torch.isfinite(got).all():
+    finite = bool(torch.isfinite(got).all())
+    if finite and torch.equal(got, expected):  # (the common case, before any arithmetic)
+        return TensorResult(status=Status.EXACT, maxdiff=0.0, **common)
+    if not finite:
         nan, inf = int(torch.isnan(got).sum()), int(torch.isinf(got).sum())
         parts = [f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else ""]
         return TensorResult(
@@ -265,8 +268,6 @@ def compare(answer: Answer, expected: torch.Tensor, tensor: str, *, settings: Se
             **common,
         )
     maxdiff = (got - expected).abs().max().item() if got.numel() else 0.0
-    if torch.equal(got, expected):
-        return TensorResult(status=Status.EXACT, maxdiff=maxdiff, **common)
     if torch.allclose(got, expected, rtol=rtol, atol=atol):
         return TensorResult(status=Status.APPROX, maxdiff=maxdiff, **common)
     return TensorResult(status=Status.FAIL, maxdiff=maxdiff, hint=value_hint(name, got, expected, rtol, atol, n), **common)
