@@ -710,9 +710,10 @@ def _execute(channel: _Channel, the_plan: Plan, states: list[_RunState]) -> None
                 used = time.process_time() - started
                 left -= used
                 allowance = max(FIRST_SIZE_CPU, GROWTH * used)
-                if state.out_of_time and exceeded is None:
-                    # A size that ran out of time leaves the larger ones the least: they would too.
-                    allowance, exceeded = MIN_SLICE, budget
+                if state.out_of_time:
+                    exceeded = exceeded or budget
+                if exceeded is not None:  # a size that ran out of time leaves the larger ones the least
+                    allowance = MIN_SLICE
         if all(state.stopped for state in states):
             break
         for number, due in channel.next(statement.index).items():

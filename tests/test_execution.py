@@ -38,6 +38,15 @@ def test_infinite_loop_is_stopped_at_the_smallest_size_and_earlier_lines_kept(so
     assert got["dW2"] is Status.ERROR and by_name(result)["dW2"].hint == "not reached (time limit at line 22)"
 
 
+def test_once_the_smallest_size_runs_out_of_time_the_larger_ones_get_only_a_sliver(solution):
+    """The loop ran out of time at the smallest size: each larger size (the lecture's, whose printed
+    output the report keeps) gets a hundredth of a second of it, not what is left of the limit."""
+    source = replace_line(solution, "dh =", "i = 0\nwhile True:\n    i += 1\n    if i % 100000 == 0:\n        print(i)")
+    result = grade_text(source, timeout=5.0)
+    assert "the limit for one statement" in result.error
+    assert len(result.output.split()) < 10, result.output  # 0.01 s: a couple of hundred thousand turns at most
+
+
 def test_a_loop_that_catches_the_stop_inside_it_is_still_stopped_with_the_limit_named(solution):
     """A bare `except:` swallows the timer's exception (here, to leave the loop as if it were done):
     the statement has run out of time all the same, and says so (not "right except in 3 entries")."""
