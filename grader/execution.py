@@ -52,7 +52,7 @@ import torch
 from grader.configs import DEFAULT_TIMEOUT, SubmissionError  # noqa: F401 - part of this module's interface
 from grader.network import Config, Public, Reference, public, reference
 from grader.policy import Forbidden, Guard, Violation, compile_student
-from grader.sandbox import drop_privileges, limit_resources
+from grader.sandbox import address_space_kb, drop_privileges, libc, limit_resources
 from grader.wire import (
     DTYPES, Malformed, Reader, check_frame, decode_tensor, dtype_name, encode_once, encode_value, frame,
     max_elements, pack_tensors, send, send_by, send_bytes, unpack_tensors,
@@ -371,6 +371,8 @@ def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = 
     from_child_r, from_child_w = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
+    size_kb = address_space_kb()
+    libc()  # loaded here, once, not in every child
     pid = os.fork()
     if pid:
         os.close(to_child_r)
@@ -387,12 +389,10 @@ def fork_child(body, *, cpu_seconds: float | None = None, workdir: str | None = 
         if uid is not None:
             drop_privileges(uid)
         try:  # PR_SET_PDEATHSIG (after the change of user, which clears it): it dies with the worker
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+            libc().prctl(1, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
             pass
-        limit_resources(cpu_seconds)
+        limit_resources(cpu_seconds, size_kb)
         gc.disable()  # a short life: nothing to collect, and no collection writing to the pages shared with the worker
         faulthandler.disable()  # a crash in student code is reported by the parent, not dumped on its terminal
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -16,6 +16,7 @@ reads, checks and compares, as it does for a process it forked itself.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -54,15 +55,29 @@ def student_uid(slot: int) -> int:
     return STUDENT_UIDS[slot % len(STUDENT_UIDS)]
 
 
-def limit_resources(cpu_seconds: float | None) -> None:
-    """Resource limits for a student process, set in the child right after the fork."""
-    size_kb = 0
+def address_space_kb() -> int:
+    """This process's address space (VmSize), in kB; 0 when it cannot be read."""
     try:
         for line in open("/proc/self/status"):
             if line.startswith("VmSize:"):
-                size_kb = int(line.split()[1])
+                return int(line.split()[1])
     except OSError:
         pass
+    return 0
+
+
+@functools.lru_cache(maxsize=1)
+def libc():
+    """The C library, for `prctl` and `madvise` (loaded once, before the forks that use it)."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def limit_resources(cpu_seconds: float | None, size_kb: int | None = None) -> None:
+    """Resource limits for a student process, set in the child right after the fork. `size_kb`: the
+    address space it starts with (its parent's at the fork), read here when not given."""
+    size_kb = address_space_kb() if size_kb is None else size_kb
     limits = [
         (resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT),
         (resource.RLIMIT_NOFILE, OPEN_FILES),
@@ -139,9 +154,7 @@ def serve(fd: int, slots: int = 4, escape: tuple[str, ...] = (), first_uid: int 
         use_huge_pages()
 
     try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: student processes cannot ptrace us
+        libc().prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: student processes cannot ptrace us
     except (OSError, AttributeError):
         pass
     sock = socket.socket(fileno=fd)
@@ -204,8 +217,8 @@ def use_huge_pages() -> None:
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        madvise = libc().madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         with open("/proc/self/maps") as maps:
             regions = [line.split() for line in maps]
     except (OSError, AttributeError):
@@ -217,8 +230,8 @@ def use_huge_pages() -> None:
         start, end = (int(address, 16) for address in fields[0].split("-"))
         start, end = -(-start // HUGE_PAGE) * HUGE_PAGE, end // HUGE_PAGE * HUGE_PAGE
         if end > start:
-            libc.madvise(start, end - start, MADV_HUGEPAGE)
-            libc.madvise(start, end - start, MADV_COLLAPSE)
+            madvise(start, end - start, MADV_HUGEPAGE)
+            madvise(start, end - start, MADV_COLLAPSE)
 
 
 def warm_lazy_imports(everything: bool = False) -> None:
