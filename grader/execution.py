@@ -695,9 +695,8 @@ def _execute(channel: _Channel, the_plan: Plan, states: list[_RunState]) -> None
     for number, due in channel.next(-1).items():
         states[number].receive(due)
     # Runs at several sizes go smallest first, and a statement's time at one size bounds it at the next
-    # (`GROWTH`); runs of one size (a training run's steps) share the statement's limit as they come.
-    sizes = [state.size for state in states]
-    growing = len(set(sizes)) == len(sizes) > 1
+    # (`GROWTH`); runs all of one size (a training run's steps) share the statement's limit as they come.
+    growing = len({state.size for state in states}) > 1
     order = sorted(states, key=lambda state: state.size) if growing else states
     for statement in the_plan.statements:
         left = states[0].limit if states else 0.0  # one statement's CPU time, for all its runs together

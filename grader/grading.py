@@ -171,10 +171,14 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
     probes = diagnose.probe_inputs(exercise, first_public(exercise), the_plan)
     specs = [RunSpec(config, options=Options(probe=i == 0)) for i, config in enumerate(exercise.configs)]
     ref = first_reference(exercise)
+    # The lecture's chained run (each line on the student's own upstream gradients) goes along in the
+    # same pass: it shares the exchanges after each statement, where a job of its own, for every file
+    # with a failing line, would have all of them again.
+    specs.append(RunSpec(exercise.configs[0], options=Options(inject=False), ref=ref))
     # While the student process runs, the grader works out what the probes should give.
     idle = [functools.partial(diagnose.probe_expected, exercise, ref, target, upstream)
             for target, upstream in probes.items()]
-    runs = session.run(specs, idle=idle)
+    *runs, chained_run = session.run(specs, idle=idle)
     per_config = []
     for config, run in zip(exercise.configs, runs):
         per_config.append((config, _verdicts(exercise, reference(config), run, settings), run))
@@ -195,7 +199,7 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
     answered = [r for r in results if r.status not in (Status.BLANK, Status.MISSING)]
     if error is None and answered:
         if any(not r.status.passed for r in answered) or run.mutated:
-            chained, _ = judge(ref, options=Options(inject=False))
+            chained = _verdicts(exercise, ref, chained_run, settings)
         else:
             # Every line passes and nothing changed an answer in place: the lecture-style chain
             # feeds each line the values it was judged on, so its verdicts are the same.
