@@ -67,8 +67,8 @@ STATEMENT_SHARE, STATEMENT_MIN = 0.5, 0.5
 MIN_SLICE = 0.01  # what a size still gets of a statement's time when the sizes before it used it all
 # Within that limit, a statement runs at the smallest size first, with FIRST_SIZE_CPU; each larger size
 # may use GROWTH times what the size before it used (at least FIRST_SIZE_CPU). The slow but right
-# triple loop takes about 13 ms at the smallest size, 13 times that at the next and 45 at the lecture's; an endless
-# loop is stopped at the smallest size, after a tenth of a second rather than the whole limit.
+# triple loop takes about 13 ms at the smallest size, 13 times that at the next and 45 times at the
+# lecture's; an endless loop is stopped at the smallest size, after a tenth of a second.
 FIRST_SIZE_CPU, GROWTH = 0.1, 50
 
 
@@ -752,14 +752,13 @@ def precompile(the_plan: Plan, source: str, filename: str) -> bytes:
     statements: a statement is compiled once for all of them, keyed by its place and the whole
     text of its lines, which together fix the code it compiles to (then given the file's name). A
     statement the guard refuses is left to the student process, which compiles it and reports it."""
-    lines = None
+    lines = _LINE.findall(source)
     fresh = None
     out = {}
     for st in the_plan.statements:
         if st.blank:
             continue
         node = st.node
-        lines = lines or _LINE.findall(source)
         key = (node.lineno, node.col_offset, node.end_lineno, node.end_col_offset,
                "".join(lines[node.lineno - 1: node.end_lineno]))
         code = _codes.get(key)
