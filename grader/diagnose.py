@@ -90,6 +90,11 @@ def _seeded_randn(shape: tuple[int, ...], name: str) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
+def probe_upstream(ref: Public, target: str, names) -> dict[str, torch.Tensor]:
+    """The random upstream values `probe_inputs` gives `target`'s lines, by the names they read."""
+    return {name: _seeded_randn(ref.shapes[name[1:]], f"{target}:{name}") for name in names}
+
+
 def warm_probes(exercise, ref: Public) -> None:
     """Draw every random upstream value `probe_inputs` could ask for (in a worker, before it forks:
     they are public, and drawing them costs each student process a few milliseconds)."""
@@ -121,6 +126,7 @@ def _reads_instead(exercise, name: str, read) -> str | None:
             f"{' and '.join(f'`{g}`' for g in sorted(direct))}")
 
 
+@functools.lru_cache(maxsize=1024)  # asked of each target by several diagnoses of one file
 def probe_slice(the_plan: Plan, target: str, provided: frozenset[str] = frozenset()
                 ) -> tuple[tuple[int, ...], set[str]] | None:
     """The statements that compute `target`'s answer from the answers before it, and the gradients
@@ -209,9 +215,7 @@ def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, t
         if chosen is read_gradients and any(b[1:] in _descendants(exercise.forward, a[1:])
                                             for a in read_gradients for b in read_gradients):
             continue
-        probes[target] = {
-            name: _seeded_randn(ref.shapes[name[1:]], f"{target}:{name}") for name in sorted(chosen)
-        }
+        probes[target] = probe_upstream(ref, target, sorted(chosen))
     return probes
 
 

@@ -107,15 +107,32 @@ def _untimed_import(*args, **kwargs):
 _real_import = builtins.__import__
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What one walk of a statement's tree tells (see `facts`)."""
+
+    assigned: frozenset[str]  # every name it binds or changes in place (`assigned_names`)
+    reads: frozenset[str]  # every name it reads
+    loop_names: frozenset[str]  # the names its `for` loops and comprehensions bind
+    calls: frozenset[str]  # the plain names it calls: `f(...)`
+    augmented: frozenset[str]  # the plain names of its `x += ...`
+
+
 @dataclass
 class Statement:
     """One top-level statement of the student's file."""
 
     index: int
     line: int
-    node: ast.stmt
+    node: ast.stmt | None  # (None in a student process, which is given `names` instead: `plan_from_wire`)
     assigns: frozenset[str]  # the target names it assigns or changes in place
     blank: bool  # `dX = ...`: the placeholder is still there
+    given: Facts | None = field(default=None, repr=False)
+
+    @property
+    def names(self) -> Facts:
+        """What the statement binds and reads (`facts`)."""
+        return self.given if self.given is not None else facts(self.node)
 
 
 @dataclass(eq=False)  # hashed by identity: plans are cached, and so are facts derived from one
@@ -129,6 +146,24 @@ class Plan:
     @property
     def assigned(self) -> set[str]:
         return set(self.final)
+
+    def to_wire(self) -> list:
+        """What a student process needs of the plan (`from_wire`), so that it need not parse and walk
+        the file again: each statement's place, targets and names."""
+        return [[st.index, st.line, sorted(st.assigns), st.blank,
+                 *(sorted(names) for names in (st.names.assigned, st.names.reads, st.names.loop_names,
+                                               st.names.calls, st.names.augmented))]
+                for st in self.statements]
+
+    @staticmethod
+    def from_wire(rows: list, targets: tuple[str, ...]) -> "Plan":
+        """The plan `to_wire` describes (in a student process: from the grader, which is trusted)."""
+        statements, final = [], {}
+        for index, line, assigns, blank, *names in rows:
+            statements.append(Statement(index, line, None, frozenset(assigns), blank, Facts(*map(frozenset, names))))
+            for name in assigns:
+                final[name] = index
+        return Plan(statements=statements, final=final, missing=[t for t in targets if t not in final])
 
 
 @dataclass
@@ -182,17 +217,6 @@ def _base_name(node: ast.AST) -> str | None:
     while isinstance(node, (ast.Subscript, ast.Attribute, ast.Starred)):
         node = node.value
     return node.id if isinstance(node, ast.Name) else None
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What one walk of a statement's tree tells (see `facts`)."""
-
-    assigned: frozenset[str]  # every name it binds or changes in place (`assigned_names`)
-    reads: frozenset[str]  # every name it reads
-    loop_names: frozenset[str]  # the names its `for` loops and comprehensions bind
-    calls: frozenset[str]  # the plain names it calls: `f(...)`
-    augmented: frozenset[str]  # the plain names of its `x += ...`
 
 
 @functools.lru_cache(maxsize=8192)  # by node: asked again and again of the same statements
@@ -426,7 +450,7 @@ class Options:
     (chained, as the lecture runs it), and which lines to re-run on random upstream gradients."""
 
     inject: bool = True
-    probe: bool = False  # re-run lines on random upstream gradients (`diagnose.probe_inputs`)
+    probe: bool = False  # send the partial values of split gradients (the lecture's run, which also probes)
     float64: bool = False  # new tensors default to float64, for a float64 reference
 
 
@@ -480,17 +504,12 @@ class _Channel:
 @functools.lru_cache(maxsize=4)
 def _own_names(the_plan: Plan) -> set[str]:
     """Every name a file's statements assign (its own variables, not the grader's)."""
-    return set().union(*(assigned_names(st.node) for st in the_plan.statements))
+    return set().union(*(st.names.assigned for st in the_plan.statements))
 
 
-def _reads(node: ast.AST) -> frozenset[str]:
-    return facts(node).reads
-
-
-def _reads_before(node: ast.AST) -> frozenset[str]:
+def _reads_before(found: Facts) -> frozenset[str]:
     """The names a statement reads from before it: those it reads and does not assign itself (a
     loop's `ix = Xb[k, j]` then `dC[ix] += ...` reads its own `ix`), and its `x += ...` targets."""
-    found = facts(node)
     return found.reads - (found.assigned - found.augmented)
 
 
@@ -530,7 +549,7 @@ class _RunState:
         self.tainted: dict[str, Violation] = {}  # name -> the refused access its value came from
         self.own = _own_names(the_plan)
         self.blank_lines = {name: st.line for st in the_plan.statements if st.blank
-                            for name in assigned_names(st.node)}
+                            for name in st.names.assigned}
         self.handed_out: list[tuple[weakref.ref, int, str]] = []  # answered gradients handed out, to see aliases
         self.mutated: set[str] = set()
         self.given_out: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (the copy in scope, its version then)
@@ -632,13 +651,13 @@ class _RunState:
         origin = None
         if not statement.blank:
             origin = found[0] if found else next(
-                (self.tainted[n] for n in sorted(_reads_before(statement.node)) if n in self.tainted), None
+                (self.tainted[n] for n in sorted(_reads_before(statement.names)) if n in self.tainted), None
             ) if self.tainted else None
         names = sorted(statement.assigns - self.failed)
         if origin is not None:
             # What it assigned, and (when it was refused itself) the student's own values it touched,
             # e.g. `t` in `getattr(t, 'requires_grad_')()`; never what is restored before every line.
-            touched = assigned_names(statement.node) | ((_reads(statement.node) & self.own) if found else set())
+            touched = statement.names.assigned | ((statement.names.reads & self.own) if found else set())
             for name in touched - set(self.tensors) - set(self.injected):
                 if not isinstance(self.namespace.get(name), types.ModuleType):
                     self.tainted[name] = origin
@@ -795,11 +814,11 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
         return
     args, tensors = job_read
     if job == "execute":
-        from grader.diagnose import probe_inputs, probe_slice, provided_names
+        from grader.diagnose import probe_upstream
         from grader.exercises import BY_ID
 
         exercise = BY_ID[args["exercise"]]
-        the_plan = plan(args["source"], args["filename"], exercise.graded)
+        the_plan = Plan.from_wire(args["plan"], exercise.graded)
         guard = Guard(args["filename"], tuple(args["allowed"]))
         compiled = _compile_statements(the_plan, args["source"], args["filename"],
                                        marshal.loads(tensors.get("code", marshal.dumps({}))))
@@ -813,10 +832,8 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
                     shown = public(Config.from_dict(run["public"][0]), DTYPES[run["public"][1]])
                     scope = {n: t for n, t in shown.tensors.items() if exercise.scope is None or n in exercise.scope}
                     scope.update(shown.sizes)
-                    if options.probe:
-                        provided = provided_names(exercise, shown)
-                        probes = {name: (probe_slice(the_plan, name, provided)[0], upstream)
-                                  for name, upstream in probe_inputs(exercise, shown, the_plan).items()}
+                    probes = {name: (tuple(indices), probe_upstream(shown, name, upstream))
+                              for name, (indices, upstream) in run.get("probes", {}).items()}
                 else:
                     scope = {name: tensors[(number, "scope", name, None)] for name in run["tensors"]}
                     scope.update(run["sizes"])
@@ -877,9 +894,10 @@ def _clean() -> bool:
     from it: no reference, no training run, no submission read (only the CLI's start is)."""
     from grader import network
 
-    training = sys.modules.get("grader.training")
+    training, diagnose = sys.modules.get("grader.training"), sys.modules.get("grader.diagnose")
     return (network.reference.cache_info().currsize == 0 and threading.active_count() == 1
             and (training is None or training.autograd_run.cache_info().currsize == 0)
+            and (diagnose is None or diagnose.probe_slice.cache_info().currsize == 0)
             and plan.cache_info().currsize == 0 and _parse_once.cache_info().currsize == 0
             and facts.cache_info().currsize == 0 and not _codes and encode_once.cache_info().currsize == 0)
 
@@ -921,6 +939,7 @@ class RunSpec:
     step: int | None = None
     options: Options = field(default_factory=Options)
     ref: Reference | None = None  # given, or computed from the fields above
+    probes: dict | None = None  # for a run that probes: target -> its random upstream (`diagnose.probe_inputs`)
 
     def reference(self) -> Reference:
         if self.ref is None:
@@ -946,7 +965,7 @@ def release_points(the_plan: Plan, targets: tuple[str, ...]) -> dict[str, int]:
 
 
 def _job(exercise, source: str, filename: str, specs: list[RunSpec], allowed: tuple[str, ...],
-         sizes: dict[str, int]):
+         sizes: dict[str, int], the_plan: Plan):
     """The execute job's arguments, the tensors that go with them, and the configurations whose
     forward pass the worker computes once and shares with every student process (`network.public`):
     for those, no tensor is sent. A state along exercise 4's training trajectory is sent whole (the
@@ -958,6 +977,8 @@ def _job(exercise, source: str, filename: str, specs: list[RunSpec], allowed: tu
         if spec.step is None:
             run["public"] = [spec.config.to_dict(), dtype_name(spec.dtype)]
             shared.append(run["public"])
+            if spec.probes:  # the statements to re-run for each, and which random values they read
+                run["probes"] = _probe_plan(exercise, the_plan, public(spec.config, spec.dtype), spec.probes)
         else:
             ref = spec.reference()
             scope = {n: t for n, t in ref.tensors.items() if exercise.scope is None or n in exercise.scope}
@@ -969,6 +990,15 @@ def _job(exercise, source: str, filename: str, specs: list[RunSpec], allowed: tu
     args = dict(exercise=exercise.id, source=source, filename=filename, runs=runs, allowed=list(allowed),
                 bounds=bounds)
     return args, tensors, shared
+
+
+def _probe_plan(exercise, the_plan: Plan, shown: Public, probes: dict) -> dict:
+    """What a student process needs to probe: for each target, the statements of its probe slice and
+    the names of the random upstream values they get (which it draws itself: `probe_upstream`)."""
+    from grader.diagnose import probe_slice, provided_names
+
+    provided = provided_names(exercise, shown)
+    return {name: [list(probe_slice(the_plan, name, provided)[0]), sorted(upstream)] for name, upstream in probes.items()}
 
 
 def shared_public(exercise_id: str | None, shared) -> None:
@@ -1044,9 +1074,12 @@ class Session:
         """`idle`: the grader's own work (functions whose results are cached), done while it waits
         for the student process."""
         runs = [_new_run(self.plan) for _ in specs]
+        if self.exercise.kind != "training" and all(map(_inert, self.plan.statements)):
+            return runs  # nothing would run (an untouched stub): every answer is blank or missing already
         for spec in specs:  # the references, while the worker computes what the student process reads
             spec.reference()
-        args, tensors, shared = _job(self.exercise, self.source, self.filename, specs, self.allowed, self.sizes)
+        args, tensors, shared = _job(self.exercise, self.source, self.filename, specs, self.allowed, self.sizes,
+                                     self.plan)
         args["limit"] = statement_cpu(self.timeout)
         code = b""
         if self.process is None:
@@ -1060,6 +1093,7 @@ class Session:
                     _fill_unanswered(run, self.exercise.graded)
                 return runs
             code = precompile(self.plan, self.source, self.filename)  # while the new process starts
+            args["plan"] = self.plan.to_wire()
         _, _, write_fd, messages, reader = self.process
         reader.deadline = time.monotonic() + self.timeout
         try:
@@ -1152,6 +1186,17 @@ class _Due:
         if answered:
             self.answered.add(name)
 
+    def same(self, name: str, header: dict, payload: bytes) -> torch.Tensor | None:
+        """The reference itself, when an answer is it to the bit (most are: then there is nothing to
+        decode, and `compare` finds it exact at once). Judging only reads an answer's value."""
+        expected = self.ref.gradients.get(self.exercise.tensor_of(name))
+        if expected is None:
+            return None
+        shown, data = encode_once(expected)
+        if header.get("dtype") == shown["dtype"] and header.get("shape") == shown["shape"] and payload == data:
+            return expected
+        return None
+
     def after(self, index: int) -> list[tuple[str, torch.Tensor]]:
         if self.stopped:
             return []
@@ -1164,6 +1209,20 @@ class _Due:
             self.sent.add(name)
             due.append((name, self.ref.gradients[self.exercise.tensor_of(name)]))
         return due
+
+
+_INERT_IMPORTS = {("torch", None), ("torch.nn.functional", "F")}  # what every stub imports, already in scope
+
+
+def _inert(statement: Statement) -> bool:
+    """Whether running a statement could not change a run: a blank, `pass`, a docstring, or a stub's
+    own `import torch` or `import torch.nn.functional as F`."""
+    node = statement.node
+    if statement.blank or isinstance(node, ast.Pass):
+        return True
+    if isinstance(node, ast.Expr):
+        return isinstance(node.value, ast.Constant)
+    return isinstance(node, ast.Import) and all((alias.name, alias.asname) in _INERT_IMPORTS for alias in node.names)
 
 
 def _new_run(the_plan: Plan) -> Run:
@@ -1217,7 +1276,9 @@ def _collect(messages, runs: list[Run], the_plan: Plan, timeout: float, dues: li
             if kind == "answer" and name in the_plan.final:
                 due.receive(name, answered=True)
                 if header["kind"] == "tensor":
-                    run.answers[name] = Answer(name=name, line=header["line"], value=decode_tensor(header, payload))
+                    value = due.same(name, header, payload)
+                    run.answers[name] = Answer(name=name, line=header["line"],
+                                               value=decode_tensor(header, payload) if value is None else value)
                 else:
                     run.answers[name] = Answer(name=name, line=header["line"], kind="other",
                                                description=str(header.get("description", "")))

@@ -169,7 +169,8 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
                               session=session)
     # Line by line at every configuration; the lecture's run also probes with random upstream gradients.
     probes = diagnose.probe_inputs(exercise, first_public(exercise), the_plan)
-    specs = [RunSpec(config, options=Options(probe=i == 0)) for i, config in enumerate(exercise.configs)]
+    specs = [RunSpec(config, options=Options(probe=i == 0), probes=probes if i == 0 else None)
+             for i, config in enumerate(exercise.configs)]
     ref = first_reference(exercise)
     # The lecture's chained run (each line on the student's own upstream gradients) goes along in the
     # same pass: it shares the exchanges after each statement, where a job of its own, for every file

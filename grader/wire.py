@@ -46,6 +46,9 @@ DTYPES = {
 }
 
 
+_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+
 class Malformed(ValueError):
     """A frame that breaks the wire's rules."""
 
@@ -101,11 +104,12 @@ def encode_value(value: object, bound: int | None = None) -> tuple[dict, bytes]:
     if isinstance(value, torch.Tensor) and value.layout == torch.strided and not value.is_meta:
         if bound is not None and value.numel() > bound:
             return {"kind": "other", "description": f"a tensor of shape {tuple(value.shape)}, far too large"}, b""
-        tensor = value.detach().cpu().clone(memory_format=torch.contiguous_format)
-        if tensor.dtype not in DTYPES.values():
-            return {"kind": "other", "description": f"a tensor of dtype {tensor.dtype}"}, b""
+        if value.dtype not in _NAMES:
+            return {"kind": "other", "description": f"a tensor of dtype {value.dtype}"}, b""
+        # (Each step returns the tensor itself when there is nothing to do; `tobytes` makes the one copy.)
+        tensor = value.detach().cpu().resolve_conj().resolve_neg().contiguous()
         return (
-            {"kind": "tensor", "dtype": dtype_name(tensor.dtype), "shape": list(tensor.shape)},
+            {"kind": "tensor", "dtype": _NAMES[tensor.dtype], "shape": list(tensor.shape)},
             tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"",
         )
     kind = type(value)

@@ -30,6 +30,21 @@ def test_stub_grades_all_blank():
     assert result.score == 0
 
 
+@pytest.mark.parametrize("extra, said", [
+    ('"""my notes"""\npass', None),  # nothing to run: every line blank, nothing said
+    ("print('scratch work')", "output"),  # a stub is not run only when nothing in it would run
+    ("import this", "note"),  # (which prints, and is not an import a gradient may use)
+    ("import torch.nn.functional as G", None),
+])
+def test_a_stub_with_a_line_of_its_own_is_run_and_one_with_none_is_all_blank(extra, said):
+    source = EX1.stub_path.read_text(encoding="utf-8").replace("import torch\n", f"import torch\n{extra}\n", 1)
+    result = grade_text(source)
+    assert [r.status for r in result.results] == [Status.BLANK] * 26 and result.error is None
+    assert ("scratch work" in result.output) == (said == "output")
+    assert (any("`import this` is not allowed" in note for note in result.notes)) == (said == "note")
+    assert len(result.notes) == (said == "note")
+
+
 def test_lecture_tanh_backward_is_approx_only(solution):
     source = replace_line(solution, "dhpreact =", "dhpreact = (1.0 - h**2) * dh")
     result = by_name(grade_text(source))
