@@ -122,29 +122,25 @@ def _read(path: Path) -> bytes | None:
     return data if len(data) <= MAX_SUBMISSION_BYTES else None
 
 
-def _load(data: bytes, filename: str, name: str, scratch: Path) -> tuple[list[Loaded], Exercise | None, str | None]:
+def _load(data: bytes, filename: str, name: str) -> tuple[list[Loaded], Exercise | None, str | None]:
     """(loaded, exercise, problem) of one file's bytes: one `Loaded` per exercise it answers (a
     lecture notebook may answer all four). A file that cannot be read or parsed but is named after
     an exercise is that exercise's `error`; one that is neither is unrecognised.
 
-    `load_submissions` reads a path: it gets a private copy of the bytes already read (and hashed),
-    so what is graded is what was checked, whatever happens to the original meanwhile."""
+    `load_submissions` gets the bytes already read (and hashed), so what is graded is what was
+    checked, whatever happens to the original meanwhile; `name` names the file in what it says."""
     from grader.exercises import recognise
     from grader.grading import load_submissions
 
-    copy = Path(tempfile.mkdtemp(dir=scratch)) / filename
-    copy.write_bytes(data)
     try:
-        loaded = load_submissions(path=copy)
+        loaded = load_submissions(path=name, data=data)
         return loaded, loaded[0].exercise, None
     except SubmissionError as exc:
-        problem = str(exc).replace(str(copy), name)
+        problem = str(exc)
     except (RecursionError, MemoryError):  # what the parser raises for `1+1+...+1` or `---...-1`
         problem = f"{name} is too deeply nested to parse"
     except ValueError as exc:
         problem = f"{name} cannot be parsed ({type(exc).__name__})"
-    finally:
-        shutil.rmtree(copy.parent, ignore_errors=True)
     return [], recognise(filename, set()), problem
 
 
@@ -192,40 +188,39 @@ def discover(root: Path, *, student_pattern: str | None = None, only: str | None
 
     found = Discovery()
     seen: dict[tuple[str, str], Submission] = {}
-    with tempfile.TemporaryDirectory(prefix="grade-discover-") as scratch:
-        for student, path in _files(root, found, student_pattern):
-            name = shown(str(path.relative_to(root)))
-            if path.suffix not in SUFFIXES:
-                found.unrecognised.append(name)
-                continue
-            try:
-                data = _read(path)
-            except OSError as exc:  # replaced by a link or a FIFO since it was listed, or unreadable
-                why = "a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
-                found.skipped.append(f"{name} ({why})")
-                continue
-            if data is None:
-                loads, exercise, problem = [], recognise(path.name, set()), f"{name} is larger than 1 MB"
-                digest = hashlib.sha256(b"larger than MAX_SUBMISSION_BYTES").hexdigest()  # never read, so not hashed
-                if exercise is None:
-                    found.skipped.append(f"{name} (larger than 1 MB)")
-                    continue
-            else:
-                loads, exercise, problem = _load(data, path.name, name, Path(scratch))
-                digest = hashlib.sha256(data).hexdigest()
+    for student, path in _files(root, found, student_pattern):
+        name = shown(str(path.relative_to(root)))
+        if path.suffix not in SUFFIXES:
+            found.unrecognised.append(name)
+            continue
+        try:
+            data = _read(path)
+        except OSError as exc:  # replaced by a link or a FIFO since it was listed, or unreadable
+            why = "a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
+            found.skipped.append(f"{name} ({why})")
+            continue
+        if data is None:
+            loads, exercise, problem = [], recognise(path.name, set()), f"{name} is larger than 1 MB"
+            digest = hashlib.sha256(b"larger than MAX_SUBMISSION_BYTES").hexdigest()  # never read, so not hashed
             if exercise is None:
-                found.unrecognised.append(name)
+                found.skipped.append(f"{name} (larger than 1 MB)")
                 continue
-            for loaded in loads or [None]:
-                answered = loaded.exercise if loaded is not None else exercise
-                if only and answered.id != only:
-                    continue
-                submission = Submission(student, path, name, answered, digest, loaded, problem)
-                if submission.key in seen:
-                    found.duplicates.append(f"{name} (kept {seen[submission.key].name})")
-                    continue
-                seen[submission.key] = submission
-                found.submissions.append(submission)
+        else:
+            loads, exercise, problem = _load(data, path.name, name)
+            digest = hashlib.sha256(data).hexdigest()
+        if exercise is None:
+            found.unrecognised.append(name)
+            continue
+        for loaded in loads or [None]:
+            answered = loaded.exercise if loaded is not None else exercise
+            if only and answered.id != only:
+                continue
+            submission = Submission(student, path, name, answered, digest, loaded, problem)
+            if submission.key in seen:
+                found.duplicates.append(f"{name} (kept {seen[submission.key].name})")
+                continue
+            seen[submission.key] = submission
+            found.submissions.append(submission)
     return found
 
 
@@ -715,7 +710,8 @@ def write_outputs(found: Discovery, out: Path, version: str, *, log=print) -> di
             rows = [by_student[student][e] for e in BY_ID if e in by_student[student]]
             name = safe_filename(student, taken)
             write_plainly(folder / f"{name}.txt", "\n\n".join(r["report"] for r in rows) + "\n")
-            write_plainly(folder / f"{name}.json", json.dumps([r["result"] for r in rows], indent=2))
+            # One result to a line: `indent` would take the pure-Python encoder, a second a class.
+            write_plainly(folder / f"{name}.json", "[\n" + ",\n".join(json.dumps(r["result"]) for r in rows) + "\n]\n")
 
     _replace_folder(out / "feedback", write_feedback)
 

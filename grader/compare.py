@@ -7,7 +7,7 @@ so nothing the student's code did (say, reassigning `torch.allclose`) can reach 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 
 import torch
@@ -109,13 +109,16 @@ class TensorResult:
     scored: bool = True  # False for an intermediate graded only to say where a chain breaks (exercise 4)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _RESULT_FIELDS}  # (every value is immutable: no copies)
         data["status"] = self.status.value
         for key in ("expected_shape", "got_shape"):
             data[key] = list(data[key]) if data[key] is not None else None
         if data["maxdiff"] is not None and not math.isfinite(data["maxdiff"]):
             data["maxdiff"] = str(data["maxdiff"])  # JSON has no inf or nan
         return data
+
+
+_RESULT_FIELDS = tuple(f.name for f in fields(TensorResult))
 
 
 @dataclass(frozen=True)

@@ -195,10 +195,12 @@ class Run:
     partials: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)
 
 
-def read_source(path: str) -> str:
-    """The text of a student file, or a `SubmissionError` saying in one sentence why not."""
+def read_source(path: str, data: bytes | None = None) -> str:
+    """The text of a student file (`data`: its bytes, read already), or a `SubmissionError` saying in
+    one sentence why not."""
     try:
-        data = open(path, "rb").read()
+        if data is None:
+            data = open(path, "rb").read()
     except FileNotFoundError:
         raise SubmissionError(f"{path} does not exist") from None
     except IsADirectoryError:

@@ -42,7 +42,7 @@ def assigned_in(source: str) -> set[str]:
 
 def detect_exercise(*, source: str, filename: str) -> Exercise | None:
     """The exercise a source answers, by file name or by the gradient names it assigns."""
-    return recognise(filename, assigned_in(source))
+    return recognise(filename, set()) or recognise(filename, assigned_in(source))  # (the name costs no walk)
 
 
 def mapping_text(mapping: dict[str, str]) -> str:
@@ -312,9 +312,16 @@ class Loaded:
     source: str
     exercise: Exercise
     origin: dict[int, tuple[int, int]] | None = None
-    assigned: frozenset[str] = frozenset()  # every name the whole file assigns, for --names suggestions
+    assigned: frozenset[str] | None = None  # every name the whole file assigns (`all_assigned`)
     notes: tuple[str, ...] = ()  # what the reader noticed: cells that do not parse
     statements: tuple = ()  # every statement of the file, to align its forward pass with the lecture's
+
+    def all_assigned(self) -> frozenset[str]:
+        """Every name the whole file assigns, for --names suggestions (worked out when first asked:
+        most files never need it)."""
+        if self.assigned is None:
+            self.assigned = frozenset(assigned_in(self.source))
+        return self.assigned
 
 
 def scope_names(exercise: Exercise) -> set[str]:
@@ -331,13 +338,14 @@ def _check_path(path: str) -> None:
         raise SubmissionError(f"{path} is not a Python file or a notebook (expected .py or .ipynb)")
 
 
-def load_submissions(*, path: str | Path, exercise: str | None = None, names: dict[str, str] | None = None
-                     ) -> list[Loaded]:
+def load_submissions(*, path: str | Path, exercise: str | None = None, names: dict[str, str] | None = None,
+                     data: bytes | None = None) -> list[Loaded]:
     """Read a `.py` or `.ipynb` file: one `Loaded` per exercise it answers (a notebook may answer
-    several; `exercise` picks one). Raises `SubmissionError` (one sentence)."""
+    several; `exercise` picks one). `data`: the file's bytes, when they were read already (`path`
+    then only names it). Raises `SubmissionError` (one sentence)."""
     path = str(path)
     _check_path(path)
-    text = read_source(path)
+    text = read_source(path, data)
     if Path(path).suffix == ".py":
         from grader.notebooks import renamed
 
@@ -346,8 +354,7 @@ def load_submissions(*, path: str | Path, exercise: str | None = None, names: di
             statements = tuple(parse(text, path).body)
         except SyntaxError:
             statements = ()
-        return [Loaded(text, resolve_exercise(source=text, path=path, exercise=exercise),
-                       assigned=frozenset(assigned_in(text)), statements=statements)]
+        return [Loaded(text, resolve_exercise(source=text, path=path, exercise=exercise), statements=statements)]
     from grader.notebooks import notebook_cells, read_notebook, tagged_source
 
     notebook = read_notebook(path, text)
@@ -453,7 +460,7 @@ def _suggest_for_missing(result: FileResult, loaded: Loaded) -> FileResult:
         reads = {n.id for node in ast.parse(loaded.source).body for n in ast.walk(node) if isinstance(n, ast.Name)}
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         reads = set()
-    guesses = suggest_names(set(loaded.assigned), missing, loaded.statements, reads)
+    guesses = suggest_names(set(loaded.all_assigned()), missing, loaded.statements, reads)
     if loaded.origin is None:  # a .py file has no forward pass of its own: a helper is no renamed tensor
         provided = scope_names(loaded.exercise)
         guesses = {old: new for old, new in guesses.items() if new not in provided}
