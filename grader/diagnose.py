@@ -188,7 +188,9 @@ def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, t
     line that reads no gradient gets its direct upstream, unless that is the loss's own (1).
     """
     gradient_names = {"d" + name for name in ref.shapes}
-    in_scope = set(ref.tensors if exercise.scope is None else exercise.scope) | set(ref.sizes) | {"torch", "F"}
+    in_scope = (set(ref.tensors if exercise.scope is None else exercise.scope) | set(ref.sizes) | {"torch", "F"}
+                | _BUILTIN_NAMES)
+    loss_gradient = {"d" + lines_of(exercise.forward)[-1].target}
     probes = {}
     provided = provided_names(exercise, ref)
     for target in exercise.targets:
@@ -200,8 +202,8 @@ def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, t
         if not upstream or not upstream <= gradient_names or target in reads:
             continue
         read_gradients = reads & gradient_names
-        others = reads - gradient_names - in_scope - set(dir(builtins))
-        loss_only = upstream == {"d" + lines_of(exercise.forward)[-1].target}
+        others = reads - gradient_names - in_scope
+        loss_only = upstream == loss_gradient
         if (not read_gradients and loss_only) or others:
             continue
         # The direct upstream gradients, unless the lines read others, or read some of them and may
@@ -217,6 +219,9 @@ def probe_inputs(exercise, ref: Public, the_plan: Plan) -> dict[str, dict[str, t
             continue
         probes[target] = probe_upstream(ref, target, sorted(chosen))
     return probes
+
+
+_BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 @functools.lru_cache(maxsize=256)
