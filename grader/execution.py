@@ -454,6 +454,7 @@ class Options:
     inject: bool = True
     probe: bool = False  # send the partial values of split gradients (the lecture's run, which also probes)
     float64: bool = False  # new tensors default to float64, for a float64 reference
+    until: int | None = None  # the last statement to run (index), when only the answers up to it are wanted
 
 
 # --- the student process ---
@@ -720,6 +721,11 @@ def _execute(channel: _Channel, the_plan: Plan, states: list[_RunState]) -> None
     growing = len({state.size for state in states}) > 1
     order = sorted(states, key=lambda state: state.size) if growing else states
     for statement in the_plan.statements:
+        for state in states:
+            if state.options.until is not None and statement.index > state.options.until:
+                state.stopped = True  # (done: nothing from here on is wanted of it)
+        if all(state.stopped for state in states):
+            break
         left = states[0].limit if states else 0.0  # one statement's CPU time, for all its runs together
         allowance, exceeded = (FIRST_SIZE_CPU if growing else left), None
         for state in order:
@@ -1109,8 +1115,8 @@ class Session:
         self.runs += runs
         if any(run.error for run in runs):
             self.close()
-        for run in runs:
-            _fill_unanswered(run, self.exercise.graded)
+        for spec, run in zip(specs, runs):
+            _fill_unanswered(run, self.exercise.graded, spec.options.until)
         return runs
 
     def _later_shared(self) -> list:
@@ -1329,10 +1335,12 @@ class WorkerDied(Exception):
     """A grading worker stopped answering; its submission becomes an `error`."""
 
 
-def _fill_unanswered(run: Run, targets) -> None:
-    """Every target the run never answered, after a whole-file problem: not reached, and why."""
-    if run.error:
-        reason = run.cut or run.error.removesuffix(": grading stopped there")
+def _fill_unanswered(run: Run, targets, until: int | None = None) -> None:
+    """Every target the run never answered, after a whole-file problem or after statement `until`,
+    where the run was asked to stop: not reached, and why."""
+    if run.error or until is not None:
+        reason = (run.cut or run.error.removesuffix(": grading stopped there") if run.error
+                  else f"the run stopped after statement {until}, as asked")
         for name in targets:
             if name not in run.answers:
                 run.answers[name] = Answer(name=name, kind="error", message=f"not reached ({reason})")

@@ -206,9 +206,10 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
             # feeds each line the values it was judged on, so its verdicts are the same.
             chained = results
         results = diagnose.apply_chained(results, chained)
-        if any(diagnose.is_near_miss(r) for r in results):  # only then can a float64 run explain anything
+        near = [r.name for r in results if diagnose.is_near_miss(r)]
+        if near:  # only then can a float64 run explain anything, and only up to the last line that needs it
             ref64 = reference(exercise.configs[0], torch.float64)
-            _, run64 = judge(ref64, options=Options(float64=True))
+            _, run64 = judge(ref64, options=Options(float64=True, until=max(the_plan.final[n] for n in near)))
             results = diagnose.rounding_hints(results, exercise, ref64, run64, settings)
     return FileResult(
         file=filename, exercise=exercise.id, results=with_bank_hints(results, exercise.id), error=error,

@@ -213,6 +213,15 @@ def test_a_rounding_only_difference_is_explained(solution):
     assert exact.hint is None
 
 
+def test_every_near_miss_gets_the_float64_check_however_far_down_the_file(solution):
+    """The float64 run goes only as far as the last line that needs it: that line is the last one."""
+    source = replace_line(solution, "dhpreact =", "dhpreact = (1.0 - h**2) * dh")
+    source = replace_line(source, "dbnvar =", "dbnvar = -0.5 * dbnvar_inv / (bnvar + 1e-5)**1.5")
+    result = by_name(grade_text(source))
+    for name in ("dhpreact", "dbnvar"):
+        assert result[name].status is Status.APPROX and "in float64 your line matches" in result[name].hint, name
+
+
 def test_the_shape_gate_can_be_relaxed_to_a_warning(solution):
     from grader.compare import Settings
     from grader.exercises import EX1
