@@ -18,8 +18,8 @@ and the probes' random values; never a reference gradient, never a submission),
 reads its job (the source, which sizes) from a pipe, and receives each reference
 gradient only after it has answered for it and for every gradient before it in
 backward order; the grader counts the statements and the answers itself. All
-sizes go through the file together, so one exchange after each statement serves
-them all, and the process stays for the chained and float64 runs (`Session`).
+runs of a file (the sizes, the lecture's chained run, the float64 run) go through it
+together, so one exchange after each statement serves them all (`Session`).
 Whatever it sends comes back through the one validating reader of `grader.wire`;
 nothing it writes is ever unpickled or executed. It has a wall-clock limit;
 whatever it sent before it hung, crashed or exited is kept.
@@ -454,7 +454,6 @@ class Options:
     inject: bool = True
     probe: bool = False  # send the partial values of split gradients (the lecture's run, which also probes)
     float64: bool = False  # new tensors default to float64, for a float64 reference
-    until: int | None = None  # the last statement to run (index), when only the answers up to it are wanted
 
 
 # --- the student process ---
@@ -721,11 +720,6 @@ def _execute(channel: _Channel, the_plan: Plan, states: list[_RunState]) -> None
     growing = len({state.size for state in states}) > 1
     order = sorted(states, key=lambda state: state.size) if growing else states
     for statement in the_plan.statements:
-        for state in states:
-            if state.options.until is not None and statement.index > state.options.until:
-                state.stopped = True  # (done: nothing from here on is wanted of it)
-        if all(state.stopped for state in states):
-            break
         left = states[0].limit if states else 0.0  # one statement's CPU time, for all its runs together
         allowance, exceeded = (FIRST_SIZE_CPU if growing else left), None
         for state in order:
@@ -1034,17 +1028,9 @@ def send_job(write_fd: int, args: dict, tensors, deadline: float, code: bytes = 
     send_by(write_fd, {"t": "end"}, deadline=deadline)
 
 
-def run_submissions(*, source: str, filename: str, exercise, specs: list[RunSpec],
-                    timeout: float = DEFAULT_TIMEOUT, allowed: tuple[str, ...] | None = None) -> list[Run]:
-    """Several runs of a file in one student process (one fork, not several), going through the
-    file together, within one time limit. A `SyntaxError` is raised for source that does not parse."""
-    with Session(source=source, filename=filename, exercise=exercise, timeout=timeout, allowed=allowed) as session:
-        return session.run(specs)
-
-
 class Session:
-    """One student process for a file, kept for every run its grading asks for (the sizes, then
-    perhaps the chained and the float64 runs), so that the file is parsed and compiled once.
+    """One student process for a file, kept for every job of runs its grading asks for (an exercise
+    of lines asks one; a training exercise may ask more), so that the file is compiled once.
 
     A run that ends in an error (a time limit, a crash, malformed data) ends the process; a later
     run starts a fresh one. Each `run` call has its own time limit."""
@@ -1115,8 +1101,8 @@ class Session:
         self.runs += runs
         if any(run.error for run in runs):
             self.close()
-        for spec, run in zip(specs, runs):
-            _fill_unanswered(run, self.exercise.graded, spec.options.until)
+        for run in runs:
+            _fill_unanswered(run, self.exercise.graded)
         return runs
 
     def _later_shared(self) -> list:
@@ -1335,12 +1321,10 @@ class WorkerDied(Exception):
     """A grading worker stopped answering; its submission becomes an `error`."""
 
 
-def _fill_unanswered(run: Run, targets, until: int | None = None) -> None:
-    """Every target the run never answered, after a whole-file problem or after statement `until`,
-    where the run was asked to stop: not reached, and why."""
-    if run.error or until is not None:
-        reason = (run.cut or run.error.removesuffix(": grading stopped there") if run.error
-                  else f"the run stopped after statement {until}, as asked")
+def _fill_unanswered(run: Run, targets) -> None:
+    """Every target the run never answered, after a whole-file problem: not reached, and why."""
+    if run.error:
+        reason = run.cut or run.error.removesuffix(": grading stopped there")
         for name in targets:
             if name not in run.answers:
                 run.answers[name] = Answer(name=name, kind="error", message=f"not reached ({reason})")

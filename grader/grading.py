@@ -17,7 +17,7 @@ from grader.compare import FileResult, Settings, Status, TensorResult, compare
 from grader.exercises import BY_ID, EXERCISES, Exercise, recognise
 from grader.execution import (
     DEFAULT_TIMEOUT, Options, RunSpec, Session, SubmissionError, assigned_names, first_public, parse, plan,
-    read_source, run_submissions,
+    read_source,
 )
 from grader.network import Reference, reference
 
@@ -107,19 +107,6 @@ def allowed_shortcuts(exercise: Exercise, settings: Settings) -> tuple[str, ...]
     return exercise.allowed + tuple(settings.allow.get(exercise.id, ()))
 
 
-def _judge(exercise: Exercise, ref: Reference, *, source: str, filename: str, timeout: float,
-           settings: Settings, options: Options | None = None, session: Session | None = None):
-    """Run a source against one reference (in `session`'s student process, when given) and compare
-    every target: (results, run)."""
-    spec = RunSpec(ref.config, ref.tensors["loss"].dtype, ref.step, options or Options(), ref)
-    if session is not None:
-        run = session.run([spec])[0]
-    else:
-        run = run_submissions(source=source, filename=filename, exercise=exercise, specs=[spec], timeout=timeout,
-                              allowed=allowed_shortcuts(exercise, settings))[0]
-    return _verdicts(exercise, ref, run, settings), run
-
-
 def _verdicts(exercise: Exercise, ref: Reference, run, settings: Settings) -> tuple[TensorResult, ...]:
     """Every target of one run compared with one reference, then the policy applied."""
     results = tuple(
@@ -164,9 +151,7 @@ def grade_source(*, source: str, filename: str, exercise: Exercise, timeout: flo
 
 def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exercise: Exercise,
                  timeout: float, settings: Settings) -> FileResult:
-    """An exercise of lines, every run in one student process where it can be."""
-    judge = functools.partial(_judge, exercise, source=source, filename=filename, timeout=timeout, settings=settings,
-                              session=session)
+    """An exercise of lines: every run in one pass of one student process."""
     # Line by line at every configuration; the lecture's run also probes with random upstream gradients.
     probes = diagnose.probe_inputs(exercise, first_public(exercise), the_plan)
     specs = [RunSpec(config, options=Options(probe=i == 0), probes=probes if i == 0 else None)
@@ -176,10 +161,14 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
     # same pass: it shares the exchanges after each statement, where a job of its own, for every file
     # with a failing line, would have all of them again.
     specs.append(RunSpec(exercise.configs[0], options=Options(inject=False), ref=ref))
+    # So does the float64 run, which tells a near miss that is only rounding: the lecture's own tanh
+    # formula is one, in nearly every student's file, and a job of its own would run the file again.
+    ref64 = reference(exercise.configs[0], torch.float64)
+    specs.append(RunSpec(exercise.configs[0], torch.float64, options=Options(float64=True), ref=ref64))
     # While the student process runs, the grader works out what the probes should give.
     idle = [functools.partial(diagnose.probe_expected, exercise, ref, target, upstream)
             for target, upstream in probes.items()]
-    *runs, chained_run = session.run(specs, idle=idle)
+    *runs, chained_run, run64 = session.run(specs, idle=idle)
     per_config = []
     for config, run in zip(exercise.configs, runs):
         per_config.append((config, _verdicts(exercise, reference(config), run, settings), run))
@@ -206,10 +195,7 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
             # feeds each line the values it was judged on, so its verdicts are the same.
             chained = results
         results = diagnose.apply_chained(results, chained)
-        near = [r.name for r in results if diagnose.is_near_miss(r)]
-        if near:  # only then can a float64 run explain anything, and only up to the last line that needs it
-            ref64 = reference(exercise.configs[0], torch.float64)
-            _, run64 = judge(ref64, options=Options(float64=True, until=max(the_plan.final[n] for n in near)))
+        if any(diagnose.is_near_miss(r) for r in results):
             results = diagnose.rounding_hints(results, exercise, ref64, run64, settings)
     return FileResult(
         file=filename, exercise=exercise.id, results=with_bank_hints(results, exercise.id), error=error,

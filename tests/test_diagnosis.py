@@ -214,7 +214,8 @@ def test_a_rounding_only_difference_is_explained(solution):
 
 
 def test_every_near_miss_gets_the_float64_check_however_far_down_the_file(solution):
-    """The float64 run goes only as far as the last line that needs it: that line is the last one."""
+    """Each line that is off only by rounding is told so, not just the first (the float64 run answers
+    for every line)."""
     source = replace_line(solution, "dhpreact =", "dhpreact = (1.0 - h**2) * dh")
     source = replace_line(source, "dbnvar =", "dbnvar = -0.5 * dbnvar_inv / (bnvar + 1e-5)**1.5")
     result = by_name(grade_text(source))
