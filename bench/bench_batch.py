@@ -1,10 +1,12 @@
 """Batch grading throughput and memory, against executing notebooks one by one with nbclient.
 
-    python bench/bench_batch.py [--count 1000] [--mix both] [--notebooks 6] [--jobs 2] [--sandbox auto]
+    python bench/bench_batch.py [--count 1000] [--mix both] [--correct solution] [--notebooks 6] [--jobs 2]
 
 1. Generates `--count` exercise-1 submissions: 50% correct, 30% partly wrong,
    10% blank, 5% crashing and 5% looping (or, with the second mix, correct
-   instead of looping), a folder per student.
+   instead of looping), a folder per student. The correct files are the kit's
+   solution, or with `--correct lecture` the lecture's own formulas (a near miss
+   in the tanh line, a Python loop for dC), which is what students write.
 2. Times `grade batch` on them and samples the memory of the whole process tree
    (the sum of PSS, so pages shared after a fork count once).
 3. Times the path nbgrader and otter-grader take: one Jupyter kernel per
@@ -52,14 +54,33 @@ def replace_line(source: str, prefix: str, new: str) -> str:
     return "\n".join(new if line.startswith(prefix) else line for line in source.splitlines()) + "\n"
 
 
-def make_class(folder: Path, count: int, loops: bool = True) -> dict[str, int]:
-    """A class of `count` submissions in fixed proportions; returns how many of each kind."""
+# The kit's solution is bitwise equal to autograd; students write the lecture's formulas, which are not
+# all (its tanh backward is a near miss: rounding), and some of its gradients in two statements or a loop.
+LECTURE_FORMULAS = [
+    ("dlogprobs =", "dlogprobs = torch.zeros_like(logprobs)\ndlogprobs[range(n), Yb] = -1.0/n"),
+    ("dcounts =", "dcounts = counts_sum_inv * dprobs\ndcounts += torch.ones_like(counts) * dcounts_sum"),
+    ("dhpreact =", "dhpreact = (1.0 - h**2) * dh"),
+    ("dC =", "dC = torch.zeros_like(C)\nfor k in range(Xb.shape[0]):\n    for j in range(Xb.shape[1]):\n"
+             "        ix = Xb[k, j]\n        dC[ix] += demb[k, j]"),
+]
+
+
+def lecture_style(source: str) -> str:
+    for prefix, new in LECTURE_FORMULAS:
+        source = replace_line(source, prefix, new)
+    return source
+
+
+def make_class(folder: Path, count: int, loops: bool = True, lecture: bool = False) -> dict[str, int]:
+    """A class of `count` submissions in fixed proportions; returns how many of each kind. `lecture`:
+    the correct and wrong files start from the lecture's formulas, not the kit's solution."""
     rng = random.Random(0)
+    solution = lecture_style(SOLUTION) if lecture else SOLUTION
     kinds = (["correct"] * 50 + ["wrong"] * 30 + ["blank"] * 10 + ["crash"] * 5 + ["loop" if loops else "correct"] * 5)
     made: dict[str, int] = {}
     for i in range(count):
         kind = kinds[i % len(kinds)]
-        source = SOLUTION
+        source = solution
         if kind == "wrong":
             for prefix, new in rng.sample(MISTAKES, rng.randint(1, 3)):
                 source = replace_line(source, prefix, new)
@@ -196,6 +217,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1.0)
     parser.add_argument("--mix", default="both", choices=["both", "loops", "no-loops"],
                         help="The class with 5%% looping submissions, without them (correct instead), or both.")
+    parser.add_argument("--correct", default="solution", choices=["solution", "lecture", "both"],
+                        help="Correct files as the kit's solution (bitwise equal to autograd), in the lecture's "
+                             "formulas (as students write them: a near miss, loops), or both classes in turn.")
     parser.add_argument("--compare", type=Path, metavar="GRADE",
                         help="Also time another installation's `grade` on the same class, e.g. an older commit: "
                              "`git archive OLD | tar -x -C /tmp/old; python -m venv --system-site-packages /tmp/v; "
@@ -203,12 +227,14 @@ def main() -> None:
     args = parser.parse_args()
     compile_package()
     mixes = {"both": [True, False], "loops": [True], "no-loops": [False]}[args.mix]
-    for loops in mixes:
+    styles = {"both": [False, True], "solution": [False], "lecture": [True]}[args.correct]
+    for lecture, loops in ((lecture, loops) for lecture in styles for loops in mixes):
         target = 60 if loops else 100
         with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch:
             folder = Path(scratch) / "class"
-            made = make_class(folder, args.count, loops=loops)
-            print(f"{args.count} submissions: " + ", ".join(f"{n} {kind}" for kind, n in made.items())
+            made = make_class(folder, args.count, loops=loops, lecture=lecture)
+            print(f"{args.count} submissions{' in the lecture' + chr(39) + 's formulas' if lecture else ''}: "
+                  + ", ".join(f"{n} {kind}" for kind, n in made.items())
                   + f"; --timeout {args.timeout:g} s, --jobs {args.jobs}, --sandbox {args.sandbox}")
             elapsed, peak_kb = time_batch(folder, Path(scratch) / "out", args.jobs, args.sandbox, args.timeout)
             rate = args.count / elapsed
