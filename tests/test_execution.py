@@ -67,6 +67,15 @@ def test_a_slow_but_right_statement_is_graded(solution):
     assert result.error is None and statuses(result)["dW1"].passed
 
 
+def test_a_right_line_that_fills_fresh_memory_is_not_taken_for_an_endless_loop(solution):
+    """Building a 300 MB string costs a few hundredths of a second of the code's own time and most of
+    a second in the kernel, faulting in fresh pages: far more than the smallest size's tenth of a second
+    of CPU, were the kernel's time counted. Only the code's own time counts toward a statement's limit."""
+    source = replace_line(solution, "dh =", "dh = dlogits @ W2.T\nscratch = len(b'y' * 300_000_000)")
+    result = grade_text(source, timeout=5.0)
+    assert result.error is None and statuses(result)["dh"] is Status.EXACT and statuses(result)["dC"].passed
+
+
 def test_a_hard_coded_size_is_caught_even_when_the_lectures_run_is_stopped_at_the_end(solution):
     """Stopping the lecture's run on purpose (a loop only when n == 32) does not hide what the other
     sizes found: their runs went on, and they count."""
@@ -87,7 +96,7 @@ def test_a_module_imported_on_first_use_is_not_charged_to_the_statement(tmp_path
         "import builtins, signal, sys\n"
         f"sys.path.insert(0, {str(tmp_path)!r})\n"
         "from grader import execution\n"
-        "signal.signal(signal.SIGPROF, execution._statement_timer)\n"
+        "signal.signal(execution.STATEMENT_SIGNAL, execution._statement_timer)\n"
         "builtins.__import__ = execution._untimed_import\n"
         "execution._run_student(compile('import slow_to_import', 'f', 'exec'), {}, 0.1)\n"
         "try:\n"
