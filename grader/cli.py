@@ -36,7 +36,9 @@ def cli():
     """Grade hand-written backward passes, tensor by tensor.
 
     \b
+    grade init                                   a fresh folder of exercises, anywhere
     grade                                        every exercise, one line each
+    grade list                                   where each exercise stands
     grade exercises/ex1_backprop_all.py          the per-tensor table
     grade exercises/ex1_backprop_all.py --json   the same as JSON
     grade exercises/ex4_training.py --train      train the network on your gradients
@@ -55,8 +57,9 @@ def cli():
                    "exercise a notebook answers).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
               help="Seconds the student's code may run (all sizes of a file together).")
-@click.option("--dir", "directory", type=click.Path(), default="exercises", show_default=True,
-              help="With no PATH: the folder whose exercises the overview grades.")
+@click.option("--dir", "directory", type=click.Path(), default=None,
+              help="With no PATH: the folder whose exercises the overview grades (default: ./exercises, "
+                   "else this folder when `grade init` made it).")
 @click.option("--train", is_flag=True, help="Exercise 4: run the lecture's full optimisation on your gradients.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="With --train: train this many steps.")
 @click.option("--config", "config_path", type=click.Path(), default=None,
@@ -99,10 +102,16 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
         names = parse_names(names_text)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise BadInput(str(exc)) from None
+    if directory is None:
+        from grader.kit import exercise_folder
+
+        found = exercise_folder(Path("."))
+        directory = str(found) if found is not None else None
     if watch:
         from grader.watch import watch as watch_loop
 
-        watch_loop(paths=[Path(p) for p in paths], directory=Path(directory), exercise=exercise, timeout=timeout,
+        watch_loop(paths=[Path(p) for p in paths], directory=Path(directory or "exercises"), exercise=exercise,
+                   timeout=timeout,
                    settings=settings, names=names, echo=click.echo)
         sys.exit(0)
     if not paths:
@@ -244,6 +253,87 @@ def gradescope_bundle_command(out):
     click.echo(f"wrote {out} ({len(names)} files): upload it as the assignment's autograder")
 
 
+@cli.command(name="init")
+@click.argument("directory", default="backprop-ninja", type=click.Path())
+def init_command(directory):
+    """Make a fresh exercise folder: every stub, as a Python file and as a notebook, and a README.
+
+    Example: grade init; grade init my-backprop
+    """
+    from pathlib import Path
+
+    from grader.kit import KitError, init
+
+    try:
+        written = init(Path(directory))
+    except (KitError, OSError) as exc:
+        raise BadInput(str(exc)) from None
+    stubs = sorted({p.stem for p in written if p.suffix in (".py", ".ipynb")})
+    click.echo(f"made {directory}/ with {len(stubs)} exercises, each as a .py file and a notebook.\n"
+               f"next:\n  cd {directory}\n  open {stubs[0]}.py (or the .ipynb) and fill the first blank\n"
+               f"  grade            every exercise, one line each, and what to fix next")
+
+
+def _folder(directory: str | None):
+    """The exercise folder a command works on: --dir, else ./exercises or this folder (`kit.exercise_folder`)."""
+    from pathlib import Path
+
+    from grader.kit import exercise_folder
+
+    if directory is not None:
+        if not Path(directory).is_dir():
+            raise BadInput(f"there is no folder {directory}")
+        return Path(directory)
+    found = exercise_folder(Path("."))
+    if found is None:
+        raise BadInput("there are no exercises here: `grade init` makes a folder of them, or pass --dir PATH")
+    return found
+
+
+@cli.command(name="list")
+@click.option("--dir", "directory", type=click.Path(), default=None,
+              help="The exercise folder (default: ./exercises, else this folder).")
+def list_command(directory):
+    """Where each exercise stands: its file and how many gradients are written, without running any.
+
+    Example: grade list
+    """
+    from grader.kit import standing, standing_text
+
+    click.echo(standing_text(standing(_folder(directory))))
+
+
+@cli.command(name="reset")
+@click.argument("exercise")
+@click.option("--dir", "directory", type=click.Path(), default=None,
+              help="The exercise folder (default: ./exercises, else this folder).")
+@click.option("--yes", is_flag=True, help="Do not ask first.")
+def reset_command(exercise, directory, yes):
+    """Start an exercise again: put its stub back, as a file and a notebook. Your own files are kept,
+    renamed to .bak (then .bak2, ...).
+
+    Example: grade reset ex1
+    """
+    from grader.kit import KitError, find_exercise, reset
+
+    folder = _folder(directory)
+    try:
+        chosen = find_exercise(exercise)
+    except KitError as exc:
+        raise BadInput(str(exc)) from None
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInput(f"`grade reset {exercise}` asks first; pass --yes to reset without asking")
+        click.confirm(f"Put the blank {chosen.slug}.py and .ipynb back in {folder}/? Your own are kept as backups",
+                      abort=True)
+    try:
+        done = reset(folder, chosen)
+    except (KitError, OSError) as exc:
+        raise BadInput(str(exc)) from None
+    for restored, backup in done:
+        click.echo(f"{restored}: fresh" + (f" (yours is now {backup.name})" if backup else " (it was untouched)"))
+
+
 @cli.command(name="hint")
 @click.argument("name")
 @click.option("--exercise", default=None, metavar="ID",
@@ -265,7 +355,7 @@ def hint_command(name, exercise):
     click.echo(f"{name}: {hint.short}\n\n{click.wrap_text(hint.long, width=88, preserve_paragraphs=True)}")
 
 
-def _overview(*, directory: str, timeout: float, as_json: bool, settings) -> None:
+def _overview(*, directory: str | None, timeout: float, as_json: bool, settings) -> None:
     """`grade` with no PATH: one progress line per exercise, the next thing to do, the total."""
     import json
     from pathlib import Path
@@ -273,6 +363,9 @@ def _overview(*, directory: str, timeout: float, as_json: bool, settings) -> Non
     from grader.grading import overview
     from grader.reports import overview_report, use_color
 
+    if directory is None:
+        raise BadInput("there are no exercises here: `grade init` makes a folder of them, or pass --dir PATH "
+                       "or the file to grade")
     if not Path(directory).is_dir():
         raise BadInput(f"there is no folder {directory}: run `grade` in the kit's checkout, or pass --dir PATH")
     entries = overview(directory=Path(directory), timeout=timeout, settings=settings)

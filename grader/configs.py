@@ -3,7 +3,6 @@ torch, so the commands that never compute a tensor (`grade --help`, `grade hint`
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +18,10 @@ SPLIT_SEED = 42
 
 
 def default_words_path() -> Path:
-    """Where `names.txt` lives: the checkout's `data/`, else the copy pip installed."""
+    """Where `names.txt` lives: the installed package's copy (`grader/kit_files/data`), else the checkout's."""
     candidates = [
+        Path(__file__).resolve().parent / "kit_files" / "data" / "names.txt",
         Path(__file__).resolve().parent.parent / "data" / "names.txt",
-        Path(sys.prefix) / "share" / "backprop-ninja" / "names.txt",
     ]
     for path in candidates:
         if path.is_file():

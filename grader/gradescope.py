@@ -129,7 +129,8 @@ def write_bundle(path: Path) -> list[str]:
     import grader
 
     root = Path(grader.__file__).resolve().parent.parent
-    files = [root / "pyproject.toml", root / "README.md", root / "data" / "names.txt"]
+    # (setup.py puts the word list into the package when `pip install .` builds it)
+    files = [root / "pyproject.toml", root / "setup.py", root / "README.md", root / "data" / "names.txt"]
     files += sorted((root / "grader").glob("*.py"))
     missing = [str(f) for f in files if not f.is_file()]
     if missing:

@@ -469,6 +469,7 @@ class OverviewEntry:
     path: Path
     result: FileResult | None = None
     problem: str | None = None
+    why: str = ""  # why this file of the exercise's two (`kit.chosen_file`)
 
     @property
     def passed(self) -> bool:
@@ -503,22 +504,21 @@ class OverviewEntry:
 
 
 def overview(*, directory: Path, timeout: float = DEFAULT_TIMEOUT, settings: Settings = Settings()) -> list[OverviewEntry]:
-    """Grade every exercise's file under `directory` (`exercises/` in a checkout)."""
+    """Grade every exercise's file under `directory` (`exercises/` in a checkout, or a folder that
+    `grade init` made): the `.py` or the notebook, whichever the student worked on last."""
+    from grader.kit import chosen_file
+
     entries = []
     for exercise in EXERCISES:
-        candidates = [p for p in (directory / f"{exercise.slug}.py", directory / f"{exercise.slug}.ipynb") if p.exists()]
-        if not candidates:
+        path, why = chosen_file(directory, exercise)
+        if path is None:
             path = directory / f"{exercise.slug}.py"
             entries.append(OverviewEntry(exercise, path, problem=f"not started: {path} does not exist"))
             continue
-        # The one the student worked on last; the .py stub when both are as new (a fresh checkout).
-        path = candidates[0]
-        if len(candidates) == 2 and candidates[1].stat().st_mtime > candidates[0].stat().st_mtime + 1:
-            path = candidates[1]
         try:
             result = grade_file(path=path, exercise=exercise.id, timeout=timeout, settings=settings)
         except SubmissionError as exc:
-            entries.append(OverviewEntry(exercise, path, problem=str(exc)))
+            entries.append(OverviewEntry(exercise, path, problem=str(exc), why=why))
             continue
-        entries.append(OverviewEntry(exercise, path, result))
+        entries.append(OverviewEntry(exercise, path, result, why=why))
     return entries

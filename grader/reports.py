@@ -178,6 +178,8 @@ def overview_report(entries, *, color: bool = False) -> str:
             bar = click.style(bar, fg="green" if entry.passed else "yellow")
         line = f"{entry.exercise.id}  {bar} {passing:>2}/{checks:<2}  {entry.exercise.title.split(': ', 1)[-1]}"
         out.append(line)
+        if entry.why:
+            out.append(f"     graded {entry.path.name} ({entry.why})")
         step = entry.next_step()
         if step:
             out.append(f"     next: {step}")
