@@ -4,6 +4,7 @@ virtualenv outside the checkout."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -113,28 +114,40 @@ def test_reset_asks_first_keeps_the_students_file_and_puts_the_stub_back(tmp_pat
     assert wrong.exit_code == 2 and "there is no exercise 'ex9'" in wrong.output
 
 
-@pytest.mark.slow
-def test_the_wheel_installs_into_a_fresh_virtualenv_and_every_student_command_works_elsewhere(tmp_path):
-    """Built and installed as a user gets it, then used from a folder far from the checkout."""
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The kit as a user gets it: the wheel built from a clean copy of the checkout, and a fresh
+    virtualenv with only torch and the like from this interpreter (the kit itself is not in it)."""
+    tmp_path = tmp_path_factory.mktemp("installed")
     source, wheels = tmp_path / "source", tmp_path / "wheels"  # (a copy: no build left over from another run)
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
                     str(source)], check=True, capture_output=True, cwd=tmp_path)
     (wheel,) = wheels.glob("backprop_ninja-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHONPATH", None)
+    return wheel, venv, env
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_stubs_and_the_word_list_and_no_solution(installed):
+    wheel, _, _ = installed
     names = zipfile.ZipFile(wheel).namelist()
     for stub in STUBS:
         assert f"grader/kit_files/exercises/{stub.name}" in names
     assert "grader/kit_files/data/names.txt" in names
     assert not any("solutions" in name or "tests/" in name for name in names)
-    venv = tmp_path / "venv"
-    # torch comes from this interpreter's packages; the kit itself only from the wheel.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+
+
+@pytest.mark.slow
+def test_every_student_command_works_from_a_folder_outside_the_checkout(installed, tmp_path):
+    wheel, venv, env = installed
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(wheel)], check=True,
-                   capture_output=True)
+                   capture_output=True, env=env)
     home = tmp_path / "home"
     home.mkdir()
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("PYTHONPATH", None)
 
     def grade(*args: str, cwd: Path = home) -> subprocess.CompletedProcess:
         return subprocess.run([str(venv / "bin" / "grade"), *args], cwd=cwd, env=env, capture_output=True, text=True,
@@ -159,3 +172,53 @@ def test_the_wheel_installs_into_a_fresh_virtualenv_and_every_student_command_wo
     reset = grade("reset", "ex2", "--yes", cwd=folder)
     assert reset.returncode == 0 and (folder / "ex2_cross_entropy.py.bak").exists()
     assert grade("--help", cwd=folder).returncode == 0
+
+
+RUN_NOTEBOOK = """
+import sys, nbclient, nbformat
+notebook = nbformat.read(sys.argv[1], as_version=4)
+nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                        resources={"metadata": {"path": sys.argv[2]}}).execute()
+nbformat.write(notebook, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_check_in_a_students_own_notebook_in_a_fresh_kernel_after_pip_install(installed, tmp_path):
+    """The student's own copy of the lecture, in a folder with nothing of the kit's: the kit comes
+    from `%pip install` in the notebook, and check() in the last cell says what `grade` says of the
+    saved notebook."""
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
+    from grader.network import default_words_path
+
+    from messy import EXERCISE1, SETUP, lecture_cells
+
+    wheel, venv, env = installed
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(default_words_path(), work / "names.txt")  # the student's data, as the lecture reads it
+    plain = ["import torch\nimport torch.nn.functional as F", *SETUP[1:]]
+    mistake = {"dbnvar = -0.5 * (bnvar + 1e-5)**-1.5 * dbnvar_inv": "dbnvar = -0.5 * bnvar**-1.5 * dbnvar_inv"}
+    cells = [f"%pip install -q --no-deps {wheel}", *lecture_cells(mistake, parts=(plain, EXERCISE1)),
+             "from grader import check\nresult = check()\nimport grader, json\nprint(grader.__file__)\n"
+             "print(json.dumps(result.to_dict()))"]
+    path = work / "my_lecture.ipynb"
+    path.write_text(nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])))
+    ran = subprocess.run([str(venv / "bin" / "python"), "-c", RUN_NOTEBOOK, str(path), str(work)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    last = nbformat.read(path, as_version=4).cells[-1]
+    printed = "".join(out.get("text", "") for out in last.outputs if out.get("name") == "stdout").strip().splitlines()
+    assert printed[-2].startswith(str(venv)), printed  # the kit the notebook installed, not this checkout
+    checked = json.loads(printed[-1])
+    graded = json.loads(subprocess.run([str(venv / "bin" / "grade"), str(path), "--json"], env=env, cwd=work,
+                                       capture_output=True, text=True, timeout=300).stdout)
+    graded = graded if isinstance(graded, list) else [graded]
+
+    def verdicts(data):
+        return [(r["name"], r["status"], r["cell"], r["line"], r["hint"]) for d in data for r in d["results"]]
+
+    assert [d["exercise"] for d in checked] == ["ex1"]
+    assert verdicts(checked) == verdicts(graded)
+    assert [v[0] for v in verdicts(checked) if v[1] not in ("exact", "approx")] == ["dbnvar"]
