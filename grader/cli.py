@@ -67,7 +67,11 @@ def cli():
 @click.option("--names", "names_text", metavar="MAP", default=None,
               help="Your own gradient names: old=new,... (e.g. d_log_probs=dlogprobs) or a file of such lines.")
 @click.option("--watch", is_flag=True, help="Grade again whenever a file is saved (Ctrl-C to stop).")
-def files_command(paths, as_json, exercise, timeout, directory, train, steps, config_path, names_text, watch):
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write the report as one HTML page: the forward pass drawn as a graph, each tensor "
+                   "coloured by its verdict, beside the table (opens anywhere, offline).")
+def files_command(paths, as_json, exercise, timeout, directory, train, steps, config_path, names_text, watch,
+                  html_path):
     """Grade .py and .ipynb files and print, for every gradient, its verdict and a hint.
     With no PATH, grade every exercise under ./exercises, one line each.
 
@@ -127,6 +131,13 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
         except (SubmissionError, DataError) as exc:
             problems += 1
             click.echo(f"Error: {exc}.", err=True)
+    if html_path and results:
+        from grader.picture import page
+
+        try:
+            Path(html_path).write_text(page(results), encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"cannot write {html_path}: {exc.strerror}") from None
     if as_json and results:
         click.echo(json_report(results))
     elif results:

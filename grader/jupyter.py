@@ -76,11 +76,14 @@ class CheckResult:
     def _repr_html_(self) -> str:
         from html import escape
 
-        from grader.reports import html_report
+        from grader.picture import CSS, section
 
         if not self.files:
             return f"<p>{escape(self.message or 'check(): nothing to grade')}</p>"
-        return "".join(html_report(result) for result in self.files)
+        # The same drawing and table as `grade --html`; the style is scoped to the report's own classes.
+        style = "\n".join(line for line in CSS.splitlines() if line.startswith(".bn-"))
+        return f"<style>{style}</style>" + "".join(section(result, BY_ID[result.exercise]) for result in self.files
+                                                  if result.exercise in BY_ID)
 
 
 def history_cells(namespace: dict) -> list[tuple[int, str]] | None:
