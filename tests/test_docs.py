@@ -20,7 +20,8 @@ def setup_commands() -> list[str]:
 
 def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_second():
     install_and_grade, install_and_test = setup_commands()
-    assert "torch==2.13.0" in install_and_grade and "grade solutions/" in install_and_grade
+    assert "torch==2.13.0" in install_and_grade and "grade init" in install_and_grade  # a student's path
+    assert "solutions" not in install_and_grade
     assert install_and_test in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
 
 
