@@ -166,8 +166,10 @@ def test_every_student_command_works_from_a_folder_outside_the_checkout(installe
     assert overview.returncode == 1 and "ex2  ██████████  1/1" in overview.stdout, overview.stdout + overview.stderr
     assert "graded ex2_cross_entropy.py (changed after the notebook)" in overview.stdout
     assert "ex2_cross_entropy.py: 1/1 gradients written" in grade("list", cwd=folder).stdout
-    table = grade(EX2.stub_path.name, cwd=folder)
+    table = grade(EX2.stub_path.name, "--html", "report.html", cwd=folder)
     assert table.returncode == 0 and "dlogits" in table.stdout and "exact" in table.stdout
+    assert "<svg" in (folder / "report.html").read_text()
+    assert json.loads(grade(EX2.stub_path.name, "--json", cwd=folder).stdout)["score"] == 1
     assert "power rule" in grade("hint", "dbnvar", cwd=folder).stdout
     reset = grade("reset", "ex2", "--yes", cwd=folder)
     assert reset.returncode == 0 and (folder / "ex2_cross_entropy.py.bak").exists()
