@@ -32,7 +32,9 @@ CHAR, PAD, ROW, GAP, TOP = 7.8, 14, 62, 18, 58  # px: a character, padding, a ro
 
 
 def graph(exercise) -> tuple[list[str], list[tuple[str, str]]]:
-    """The tensors of an exercise's forward pass and its edges (consumer, input), in forward order."""
+    """The tensors of an exercise's forward pass and its edges (consumer, input), in forward order:
+    the part of it the exercise backpropagates through, from `loss` (or from the gradient it gives,
+    `dhpreact` in exercise 3) down to the tensors whose gradients it asks for."""
     from grader.graph import lines_of
 
     lines = lines_of(exercise.forward)
@@ -45,7 +47,22 @@ def graph(exercise) -> tuple[list[str], list[tuple[str, str]]]:
                 nodes.append(read)
             edges.append((line.target, read))
         nodes.append(line.target)
-    return nodes, edges
+    tops = {g[1:] for g in exercise.given} or {made[-1]}
+    below, todo = set(tops), list(tops)  # what the backward pass reaches from the top
+    while todo:
+        node = todo.pop()
+        for consumer, read in edges:
+            if consumer == node and read not in below:
+                below.add(read)
+                todo.append(read)
+    leads = {t[1:] for t in exercise.graded}  # and what leads down to an asked-for gradient
+    changed = True
+    while changed:
+        more = {consumer for consumer, read in edges if read in leads} - leads
+        leads |= more
+        changed = bool(more)
+    kept = below & leads
+    return [n for n in nodes if n in kept], [(c, r) for c, r in edges if c in kept and r in kept]
 
 
 def layout(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, tuple[float, float, float]]:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from grader.cli import cli
 from grader.compare import Status
-from grader.exercises import EX1, EX2
+from grader.exercises import EX1, EX2, EX3
 from grader.picture import STYLE
 
 from conftest import SOLUTION, grade_text, replace_line
@@ -55,10 +55,19 @@ def test_a_right_file_is_drawn_without_a_single_failing_tensor(tmp_path):
     assert all(fill == EXACT_FILL for name, fill in fills(html).items() if name != "loss")  # (none red)
 
 
-def test_an_exercise_asking_for_one_gradient_greys_out_the_rest(tmp_path):
+def test_an_exercise_asking_for_one_gradient_draws_only_what_it_goes_through(tmp_path):
+    """Exercise 2 backpropagates from `loss` to `logits` in one go: those tensors, with the one asked
+    for in its verdict's colour; exercise 3 starts from the `dhpreact` it is given."""
     html, _ = write_report(tmp_path, EX2.solution_path.read_text(), EX2.stub_path.name)
     drawn = fills(html)
-    assert drawn["logits"] in (EXACT_FILL, STYLE[Status.APPROX][0]) and drawn["probs"] == drawn["W1"] == "#ffffff"
+    assert set(drawn) == {"loss", "logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits",
+                          "logit_maxes", "logits"}
+    assert drawn["logits"] in (EXACT_FILL, STYLE[Status.APPROX][0]) and drawn["probs"] == "#ffffff"
+    wrong = EX3.solution_path.read_text().replace("n/(n-1)*bnraw", "bnraw")
+    html, _ = write_report(tmp_path, wrong, EX3.stub_path.name)
+    drawn = fills(html)
+    assert set(drawn) == {"hpreact", "bnraw", "bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn"}
+    assert drawn["hprebn"] == FAIL_FILL and "start with dhprebn" in html
 
 
 def test_the_page_needs_nothing_from_anywhere_to_open(tmp_path):
