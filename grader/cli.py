@@ -106,22 +106,16 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
         names = parse_names(names_text)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise BadInput(str(exc)) from None
-    if directory is None:
-        from grader.kit import exercise_folder
-
-        found = exercise_folder(Path("."))
-        directory = str(found) if found is not None else None
     if watch:
         from grader.watch import watch as watch_loop
 
-        watch_loop(paths=[Path(p) for p in paths], directory=Path(directory or "exercises"), exercise=exercise,
-                   timeout=timeout,
-                   settings=settings, names=names, echo=click.echo)
+        watch_loop(paths=[Path(p) for p in paths], directory=Path(directory or ".") if paths else _folder(directory),
+                   exercise=exercise, timeout=timeout, settings=settings, names=names, echo=click.echo)
         sys.exit(0)
     if not paths:
         if train:
             raise click.UsageError("--train needs the exercise 4 file: grade exercises/ex4_training.py --train")
-        _overview(directory=directory, timeout=timeout, as_json=as_json, settings=settings)
+        _overview(directory=_folder(directory), timeout=timeout, as_json=as_json, settings=settings)
     if train:
         _train(paths=paths, steps=steps, exercise=exercise)
     results, problems = [], 0
@@ -297,7 +291,8 @@ def _folder(directory: str | None):
         return Path(directory)
     found = exercise_folder(Path("."))
     if found is None:
-        raise BadInput("there are no exercises here: `grade init` makes a folder of them, or pass --dir PATH")
+        raise BadInput("there are no exercises here: `grade init` makes a folder of them, or pass --dir PATH "
+                       "(or the file to grade)")
     return found
 
 
@@ -366,20 +361,14 @@ def hint_command(name, exercise):
     click.echo(f"{name}: {hint.short}\n\n{click.wrap_text(hint.long, width=88, preserve_paragraphs=True)}")
 
 
-def _overview(*, directory: str | None, timeout: float, as_json: bool, settings) -> None:
+def _overview(*, directory, timeout: float, as_json: bool, settings) -> None:
     """`grade` with no PATH: one progress line per exercise, the next thing to do, the total."""
     import json
-    from pathlib import Path
 
     from grader.grading import overview
     from grader.reports import overview_report, use_color
 
-    if directory is None:
-        raise BadInput("there are no exercises here: `grade init` makes a folder of them, or pass --dir PATH "
-                       "or the file to grade")
-    if not Path(directory).is_dir():
-        raise BadInput(f"there is no folder {directory}: run `grade` in the kit's checkout, or pass --dir PATH")
-    entries = overview(directory=Path(directory), timeout=timeout, settings=settings)
+    entries = overview(directory=directory, timeout=timeout, settings=settings)
     if as_json:
         click.echo(json.dumps([entry.to_dict() for entry in entries], indent=2))
     else:

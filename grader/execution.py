@@ -136,7 +136,7 @@ class Statement:
 
     index: int
     line: int
-    node: ast.stmt | None  # (None in a student process, which is given `names` instead: `plan_from_wire`)
+    node: ast.stmt | None  # (None in a student process, which is given `names` instead: `Plan.from_wire`)
     assigns: frozenset[str]  # the target names it assigns or changes in place
     blank: bool  # `dX = ...`: the placeholder is still there
     given: Facts | None = field(default=None, repr=False)
@@ -835,7 +835,7 @@ def run_job(job: str, read_fd: int, write_fd: int, output) -> None:
         the_plan = Plan.from_wire(args["plan"], exercise.graded)
         guard = Guard(args["filename"], tuple(args["allowed"]))
         compiled = _compile_statements(the_plan, args["source"], args["filename"],
-                                       marshal.loads(tensors.get("code", marshal.dumps({}))))
+                                       marshal.loads(tensors["code"]) if "code" in tensors else None)
         channel = _Channel(write_fd, messages)
         while True:  # the grader may ask for more runs of the same file (`Session`)
             states = []

@@ -80,10 +80,9 @@ class CheckResult:
 
         if not self.files:
             return f"<p>{escape(self.message or 'check(): nothing to grade')}</p>"
-        # The same drawing and table as `grade --html`; the style is scoped to the report's own classes.
-        style = "\n".join(line for line in CSS.splitlines() if line.startswith(".bn-"))
-        return f"<style>{style}</style>" + "".join(section(result, BY_ID[result.exercise]) for result in self.files
-                                                  if result.exercise in BY_ID)
+        # The same drawing and table as `grade --html`, with the style of the report's own classes.
+        return f"<style>{CSS}</style>" + "".join(section(result, BY_ID[result.exercise]) for result in self.files
+                                                if result.exercise in BY_ID)
 
 
 def history_cells(namespace: dict) -> list[tuple[int, str]] | None:

@@ -143,8 +143,9 @@ def svg(result: FileResult, exercise, start: str | None = None) -> str:
     return "".join(out)
 
 
+PAGE_CSS = 'body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #212121; }'
+# The report's own style, scoped to its classes (Jupyter shows it inside the notebook's page).
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #212121; }
 .bn-result { display: flex; flex-wrap: wrap; gap: 28px; align-items: flex-start; margin-bottom: 36px; }
 .bn-graph { flex: none; max-width: 100%; height: auto; }
 .bn-graph text { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; font-size: 13px; }
@@ -174,4 +175,4 @@ def page(results: list[FileResult]) -> str:
     title = escape(", ".join(dict.fromkeys(r.file for r in results)) or "backprop-ninja")
     body = "".join(section(r, BY_ID[r.exercise]) for r in results if r.exercise in BY_ID)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title} · backprop-ninja</title>"
-            f"<style>{CSS}</style></head><body>{body}</body></html>\n")
+            f"<style>{PAGE_CSS}{CSS}</style></head><body>{body}</body></html>\n")
