@@ -219,20 +219,33 @@ def _say_interrupted() -> None:
               help="Where Gradescope reads the results.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
               help="Seconds the submission's code may run (all sizes of a file together).")
-def gradescope_command(submission, results, timeout):
+@click.option("--exercise", "exercise_ids", metavar="ID", multiple=True,
+              help="An exercise of the assignment (repeat it, or ex1,ex2; default: all four). Each gets its "
+                   "tests, failed when no file answers it; a file for another exercise is not graded.")
+@click.option("--config", "config_path", type=click.Path(), default=None, help="An instructor's TOML settings file.")
+def gradescope_command(submission, results, timeout, exercise_ids, config_path):
     """Grade one Gradescope submission into Gradescope's results.json (used by run_autograder).
 
-    Example: grade gradescope --submission /autograder/submission
+    Example: grade gradescope --submission /autograder/submission --exercise ex1,ex2
     """
-    _start_torch()
     from pathlib import Path
 
-    from grader.gradescope import gradescope_results, write_results
+    from grader.compare import Settings, load_settings
+    from grader.exercises import assigned_exercises
 
+    try:
+        exercises = assigned_exercises(exercise_ids)
+        settings = load_settings(config_path) if config_path else Settings()
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     if not Path(submission).is_dir():
         raise BadInput(f"there is no submission folder {submission}: run this in Gradescope's container, "
                        f"or pass --submission DIR")
-    data = gradescope_results(submission=Path(submission), timeout=timeout)
+    _start_torch()
+    from grader.gradescope import gradescope_results, write_results
+
+    data = gradescope_results(submission=Path(submission), timeout=timeout, settings=settings, exercises=exercises,
+                              log=click.echo)
     try:
         write_results(data, Path(results))
     except OSError as exc:
@@ -242,19 +255,29 @@ def gradescope_command(submission, results, timeout):
 
 @cli.command(name="gradescope-bundle")
 @click.argument("out", type=click.Path())
-def gradescope_bundle_command(out):
-    """Write the Gradescope autograder zip (setup.sh, run_autograder and the kit).
+@click.option("--exercise", "exercise_ids", metavar="ID", multiple=True,
+              help="An exercise of the assignment (repeat it, or ex1,ex2; default: all four).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help=f"Seconds a submission's code may run (default: grade gradescope's, {DEFAULT_TIMEOUT:g}).")
+@click.option("--config", "config_path", type=click.Path(), default=None,
+              help="An instructor's TOML settings file: checked now, bundled as settings.toml.")
+def gradescope_bundle_command(out, exercise_ids, timeout, config_path):
+    """Write the Gradescope autograder zip (setup.sh, run_autograder and the kit). The options
+    become run_autograder's options to `grade gradescope`.
 
-    Example: grade gradescope-bundle autograder.zip
+    Example: grade gradescope-bundle autograder.zip --exercise ex1,ex2 --config settings.toml
     """
     from pathlib import Path
 
     from grader.gradescope import write_bundle
 
     try:
-        names = write_bundle(Path(out))
-    except (OSError, FileNotFoundError) as exc:
+        names = write_bundle(Path(out), exercises=exercise_ids or None, timeout=timeout,
+                             config=Path(config_path) if config_path else None)
+    except ValueError as exc:
         raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(f"cannot write {out}: {exc.strerror}" if exc.strerror else str(exc)) from None
     click.echo(f"wrote {out} ({len(names)} files): upload it as the assignment's autograder")
 
 

@@ -10,6 +10,7 @@ solution (see `grader.stubs`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,3 +184,16 @@ def recognise(filename: str, assigned: set[str]) -> Exercise | None:
         if overlap and key > best_key:
             best, best_key = exercise, key
     return best
+
+
+def assigned_exercises(values: Iterable[str] | None) -> tuple[str, ...]:
+    """The exercises of an assignment from `--exercise` values (each an id or a comma-separated list
+    of ids), in the kit's order; all of them when none is named. `ValueError` (one sentence) for an
+    id the kit does not have."""
+    named = [part.strip().lower() for value in values or () for part in value.split(",") if part.strip()]
+    unknown = [name for name in named if name not in BY_ID]
+    if unknown:
+        raise ValueError(f"there is no exercise {unknown[0]!r}; choose from {', '.join(BY_ID)}")
+    if values and not named:
+        raise ValueError(f"--exercise names no exercise; choose from {', '.join(BY_ID)}")
+    return tuple(exercise_id for exercise_id in BY_ID if exercise_id in named) if named else tuple(BY_ID)
