@@ -171,9 +171,13 @@ def recognise(filename: str, assigned: set[str]) -> Exercise | None:
     the gradient names it assigns: exercise 1 when it assigns names only exercise 1 has (`dprobs`,
     `dbnvar`, ...), even with one renamed; else the exercise whose targets it covers best."""
     stem = Path(filename).stem.lower()
+    named = []  # (where in the name, exercise): `Carol Lee - ex2.py` is exercise 2, `ex1_notes_for_ex2` is 1
     for exercise in EXERCISES:
-        if exercise.slug in stem or re.match(rf"{exercise.id}(\b|_|$)", stem):
-            return exercise
+        match = re.search(rf"{exercise.slug}|(?:^|[^a-z0-9]){exercise.id}(?![0-9])", stem)
+        if match:
+            named.append((match.start(), exercise))
+    if named:
+        return min(named, key=lambda item: item[0])[1]
     others = {t for exercise in EXERCISES if exercise is not EX1 for t in (*exercise.targets, *(exercise.blanks or ()))}
     if len(assigned & (set(EX1.targets) - others)) >= 2:
         return EX1
