@@ -3,7 +3,8 @@
     discover  -> which file is which student's answer to which exercise
     grade     -> warm workers (sandboxed when bubblewrap is there) run the student code;
                  this process compares, and appends each result to OUT/results.jsonl at once
-    outputs   -> gradebook.csv, feedback/<student>.txt|.json, summary.json
+    outputs   -> gradebook.csv, feedback/<student>.txt|.json|.html, summary.json, report.html
+                 (`grader.classbook`, from OUT/class.json and OUT/results.jsonl)
 
 A run that is killed and started again grades only what `results.jsonl` does not
 hold yet (same student, exercise, file content and grader version) and writes the
@@ -13,11 +14,9 @@ same outputs as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import gc
 import hashlib
-import io
 import json
 import os
 import queue
@@ -30,7 +29,6 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,13 +36,10 @@ from grader.compare import FileResult, Settings
 from grader.exercises import BY_ID, EXERCISES, Exercise
 from grader.execution import DEFAULT_TIMEOUT, SubmissionError, incidents, use_executor
 from grader.grading import Loaded
+from grader.lms import Named, in_folder, read_folder, read_name
 from grader.reports import printable
 
 SUFFIXES = (".py", ".ipynb")
-# LMS downloads: `smith_12345_67890_ex1_backprop_all.py` (Canvas adds `_LATE` after the name).
-LMS_PATTERN = r"^(?P<student>[^_]+?)(?:_LATE)?_\d+(?:_\d+)?_(?P<file>.+)$"
-# Otherwise `alice_ex1_backprop_all.py` or `alice-ex1.py`: the student is what precedes the exercise.
-NAME_PATTERN = r"^(?P<student>.+?)[_\-. ](?P<file>ex\d.*)$"
 THREADS_PER_WORKER = 2
 MAX_ZIP_BYTES = 2 << 30
 MAX_ZIP_FILES = 100_000
@@ -79,6 +74,8 @@ class Submission:
     digest: str = ""
     loaded: Loaded | None = None  # what `load_submissions` read for this exercise, when the file could be read
     problem: str | None = None  # why the file cannot be graded (then it scores 0 with this error)
+    late: bool = False  # its name says it was handed in late
+    attempt: tuple[str, int] = ("", 0)  # which attempt its name says it is (`grader.lms`)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -91,15 +88,12 @@ class Discovery:
     unrecognised: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # `name (why)`: links, paths out of the folder, oversized files
+    owners: dict[str, str] = field(default_factory=dict)  # an unrecognised file's student, when its name says
 
 
 def student_from_name(stem: str, pattern: str | None) -> str:
-    """The student a loose file belongs to, from its name."""
-    for regex in ([pattern] if pattern else [LMS_PATTERN, NAME_PATTERN]):
-        match = re.match(regex, stem)
-        if match and match.groupdict().get("student"):
-            return match.group("student")
-    return stem
+    """The student a loose file belongs to, from its name (`grader.lms`); else the name itself."""
+    return read_name(stem, pattern).student or stem
 
 
 def shown(name: str) -> str:
@@ -148,9 +142,9 @@ def _hidden(name: str) -> bool:
     return name.startswith((".", "__"))
 
 
-def _files(root: Path, found: Discovery, student_pattern: str | None) -> list[tuple[str, Path]]:
-    """(student, path) of every file under `root`, in order. Links are never followed, at any
-    depth: a submission is whatever the student's files hold, not whatever they point at."""
+def _files(root: Path, found: Discovery, student_pattern: str | None) -> list[tuple[Named, Path]]:
+    """(what the name says, path) of every file under `root`, in order. Links are never followed, at
+    any depth: a submission is whatever the student's files hold, not whatever they point at."""
 
     def kind(path: Path) -> str | None:
         """A path's kind, "dir" or "file"; anything else is listed as skipped, and is None."""
@@ -171,27 +165,32 @@ def _files(root: Path, found: Discovery, student_pattern: str | None) -> list[tu
             continue
         what = kind(entry)
         if what == "file":
-            files.append((student_from_name(shown(entry.stem), student_pattern), entry))
+            files.append((read_name(shown(entry.stem), student_pattern), entry))
         elif what == "dir" and not _hidden(entry.name):
             inside = []
             for folder, dirnames, filenames in os.walk(entry, followlinks=False):
                 here = Path(folder)
                 dirnames[:] = [d for d in dirnames if not _hidden(d) and kind(here / d) == "dir"]
                 inside += [here / f for f in filenames if not _hidden(f) and kind(here / f) == "file"]
-            files += [(shown(entry.name), path) for path in sorted(inside)]
+            owner = read_folder(shown(entry.name))
+            files += [(in_folder(owner, shown(path.stem)), path) for path in sorted(inside)]
     return files
 
 
-def discover(root: Path, *, student_pattern: str | None = None, only: str | None = None) -> Discovery:
-    """Find every submission under a folder (a folder per student, or loose files, or both)."""
+def discover(root: Path, *, student_pattern: str | None = None, only: tuple[str, ...] | None = None) -> Discovery:
+    """Find every submission under a folder (a folder per student, or loose files, or both). Of two
+    files for one student's exercise, the later attempt is graded (`grader.lms`)."""
     from grader.exercises import recognise
 
     found = Discovery()
     seen: dict[tuple[str, str], Submission] = {}
-    for student, path in _files(root, found, student_pattern):
+    for named, path in _files(root, found, student_pattern):
         name = shown(str(path.relative_to(root)))
+        student = named.student or shown(path.stem)
         if path.suffix not in SUFFIXES:
             found.unrecognised.append(name)
+            if named.student:
+                found.owners[name] = named.student
             continue
         try:
             data = _read(path)
@@ -199,28 +198,37 @@ def discover(root: Path, *, student_pattern: str | None = None, only: str | None
             why = "a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
             found.skipped.append(f"{name} ({why})")
             continue
+        own_name = (named.file or path.stem) + path.suffix  # `Carol Lee - ex1.py` answers ex1 by its name
         if data is None:
-            loads, exercise, problem = [], recognise(path.name, set()), f"{name} is larger than 1 MB"
+            loads, exercise, problem = [], recognise(own_name, set()), f"{name} is larger than 1 MB"
             digest = hashlib.sha256(b"larger than MAX_SUBMISSION_BYTES").hexdigest()  # never read, so not hashed
             if exercise is None:
                 found.skipped.append(f"{name} (larger than 1 MB)")
                 continue
         else:
-            loads, exercise, problem = _load(data, path.name, name)
+            loads, exercise, problem = _load(data, own_name, name)
             digest = hashlib.sha256(data).hexdigest()
+            if problem is None and not any(loaded.source.strip() for loaded in loads):
+                loads, problem = [], f"{name} is empty: there is nothing to grade"
         if exercise is None:
             found.unrecognised.append(name)
+            if named.student:
+                found.owners[name] = named.student
             continue
         for loaded in loads or [None]:
             answered = loaded.exercise if loaded is not None else exercise
-            if only and answered.id != only:
+            if only and answered.id not in only:
                 continue
-            submission = Submission(student, path, name, answered, digest, loaded, problem)
-            if submission.key in seen:
-                found.duplicates.append(f"{name} (kept {seen[submission.key].name})")
-                continue
-            seen[submission.key] = submission
-            found.submissions.append(submission)
+            submission = Submission(student, path, name, answered, digest, loaded, problem, named.late, named.attempt)
+            kept = seen.get(submission.key)
+            if kept is None:
+                seen[submission.key] = submission
+            elif submission.attempt > kept.attempt:  # a later attempt replaces the one kept so far
+                found.duplicates.append(f"{kept.name} (an earlier attempt than {name})")
+                seen[submission.key] = submission
+            else:
+                found.duplicates.append(f"{name} (kept {kept.name})")
+    found.submissions = list(seen.values())
     return found
 
 
@@ -396,13 +404,21 @@ class Progress:
 
 
 def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-              exercise: str | None = None, sandbox: str = "auto", student_pattern: str | None = None,
-              settings: Settings = Settings(), log=print, warn=None, progress_stream=sys.stderr) -> dict:
-    """Grade a class and write the outputs; returns the summary. Raises `BatchError` on bad input."""
+              exercises: tuple[str, ...] | None = None, sandbox: str = "auto", student_pattern: str | None = None,
+              settings: Settings = Settings(), shard: tuple[int, int] | None = None, log=print, warn=None,
+              progress_stream=sys.stderr) -> dict:
+    """Grade a class and write the outputs; returns the summary. Raises `BatchError` on bad input.
+
+    `exercises` is the assignment (default: every exercise someone handed in): only those are graded,
+    and a student who did not hand one in is `missing` it. With `shard` (I, N), only the students of
+    shard I of N are graded (`classbook.shard_of`); `grade merge` joins the N outputs."""
     from grader.sandbox import Worker, bwrap_path
 
-    if exercise is not None and exercise not in BY_ID:
-        raise BatchError(f"there is no exercise {exercise!r}; choose one of {', '.join(BY_ID)}")
+    for exercise in exercises or ():
+        if exercise not in BY_ID:
+            raise BatchError(f"there is no exercise {exercise!r}; choose one of {', '.join(BY_ID)}")
+    if shard is not None and not (shard[1] >= 1 and 1 <= shard[0] <= shard[1]):
+        raise BatchError(f"--shard {shard[0]}/{shard[1]}: I must be between 1 and N")
     if student_pattern is not None:
         try:
             if "student" not in re.compile(student_pattern).groupindex:
@@ -428,35 +444,46 @@ def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout:
     # Workers import torch while this process finds the submissions.
     workers = [Worker(bwrap, many=True) for _ in range(jobs or os.cpu_count() or 1)]
     try:
-        return _run(submissions, out, workers, timeout, exercise, student_pattern, settings, log, progress_stream)
+        return _run(submissions, out, workers, timeout, exercises, student_pattern, settings, shard, log,
+                    progress_stream)
     finally:
         for worker in workers:
             worker.close()
 
 
-def _run(submissions, out, workers, timeout, exercise, student_pattern, settings, log, progress_stream) -> dict:
+def _run(submissions, out, workers, timeout, exercises, student_pattern, settings, shard, log, progress_stream) -> dict:
+    from grader.classbook import CLASS_FILE, class_manifest, shard_of, write_outputs
+
     with tempfile.TemporaryDirectory(prefix="grade-batch-") as scratch:
         root, unpacked_skipped = submissions, []
         if submissions.is_file():
             root, unpacked_skipped = extract_zip(submissions, Path(scratch))
-        found = discover(root, student_pattern=student_pattern, only=exercise)
+        found = discover(root, student_pattern=student_pattern, only=exercises)
         found.skipped[:0] = unpacked_skipped
     # What discovery read lives until the end: no collection need scan it again (each would, with
     # every submission's syntax tree).
     gc.freeze()
 
     version = grader_version()
+    assigned = list(exercises) if exercises else [e.id for e in EXERCISES
+                                                  if any(s.exercise is e for s in found.submissions)]
+    manifest = class_manifest(found, version, assigned, shard)
+    mine = found.submissions if shard is None else [s for s in found.submissions
+                                                    if shard_of(s.student, shard[1]) == shard[0] - 1]
     results_path = out / "results.jsonl"
     done = {(r["student"], r["exercise"], r["sha256"], r["grader_version"]) for r in load_results(results_path)}
-    pending = [s for s in found.submissions if (s.student, s.exercise.id, s.digest, version) not in done]
-    log(f"{len(found.submissions)} submissions from {len({s.student for s in found.submissions})} students; "
-        f"{len(found.submissions) - len(pending)} already graded, {len(pending)} to grade"
-        + (f"; {len(found.unrecognised)} files not recognised" if found.unrecognised else "")
-        + (f"; {len(found.skipped)} skipped as unsafe" if found.skipped else ""))
+    pending = [s for s in mine if (s.student, s.exercise.id, s.digest, version) not in done]
+    log((f"shard {shard[0]}/{shard[1]}: " if shard else "")
+        + f"{len(mine)} submissions from {len({s.student for s in mine})} students; "
+        f"{len(mine) - len(pending)} already graded, {len(pending)} to grade"
+        + (f"; {len(manifest['unrecognised'])} files not recognised" if manifest["unrecognised"] else "")
+        + (f"; {len(manifest['skipped'])} skipped as unsafe" if manifest["skipped"] else ""))
 
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(out / CLASS_FILE, json.dumps(manifest, indent=1))
     if pending:
         _grade_all(pending, results_path, version, workers[: len(pending)], timeout, settings, progress_stream)
-    return write_outputs(found, out, version, log=log)
+    return write_outputs(out, log=log)
 
 
 def _grade_safely(submission: Submission, timeout: float, settings: Settings) -> FileResult:
@@ -583,45 +610,6 @@ def safe_cell(value) -> str:
     return "'" + text if dangerous else text
 
 
-def _score(value: float) -> str:
-    return f"{value:g}"
-
-
-def safe_filename(student: str, taken: set[str]) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", student).strip("._") or "student"
-    name, n = base, 2
-    while name in taken:
-        name, n = f"{base}-{n}", n + 1
-    taken.add(name)
-    return name
-
-
-def hint_kind(result: dict) -> str | None:
-    """A short label for what went wrong, to count across a class."""
-    status, hint = result["status"], result.get("hint") or ""
-    if status in ("exact", "approx"):
-        return None
-    if status in ("blank", "missing", "error"):
-        return status
-    if result.get("policy"):
-        return f"used {result['policy']}"
-    match = re.search(r"but not the one through `(\w+)`", hint)
-    if match:
-        return f"misses the branch through `{match.group(1)}`"
-    for needle, label in [
-        ("hard-coded", "hard-codes a size"), ("zero in truth", "right only because the true gradient is zero"),
-        ("transpose", "transposed"), ("size-1 axis is missing", "forgets keepdim=True"),
-        ("broadcast to", "forgets to sum over a broadcast dimension"), ("opposite sign", "has the sign flipped"),
-        ("Bessel", "forgets Bessel's correction"), ("times the right gradient", "is off by a constant factor"),
-        ("all zeros", "is all zeros (an overwritten accumulation?)"), ("not a tensor", "is not a tensor"),
-        ("dtype", "has the wrong dtype"), ("NaN", "has NaN or infinite values"),
-        ("right except in", "is wrong in a few entries"), ("upstream gradients only", "has a wrong formula"),
-    ]:
-        if needle in hint:
-            return label
-    return "wrong values"
-
-
 def write_atomically(path: Path, text: str) -> None:
     """Write a file so that a reader (or a run killed meanwhile) sees the old file or the new one,
     never half of one: a temporary file beside it, then a rename over it."""
@@ -677,82 +665,3 @@ def _replace_folder(folder: Path, fill) -> None:
         shutil.rmtree(new, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def write_outputs(found: Discovery, out: Path, version: str, *, log=print) -> dict:
-    """The gradebook, per-student feedback and the class summary, from results.jsonl."""
-    records = {}
-    for record in load_results(out / "results.jsonl"):  # the last line for a key wins
-        records[(record["student"], record["exercise"], record["sha256"], record["grader_version"])] = record
-    current = [records.get((s.student, s.exercise.id, s.digest, version)) for s in found.submissions]
-    graded = [r for r in current if r is not None]
-    students = sorted({s.student for s in found.submissions})
-    exercises = [e.id for e in EXERCISES if any(r["exercise"] == e.id for r in graded)]
-    by_student: dict[str, dict[str, dict]] = {s: {} for s in students}
-    for record in graded:
-        by_student[record["student"]][record["exercise"]] = record
-
-    out.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["student", "total", "max_total", *exercises])
-    for student in students:
-        rows = by_student[student]
-        total = sum(r["score"] for r in rows.values())
-        max_total = sum(BY_ID[e].max_score for e in exercises)
-        writer.writerow([safe_cell(student), _score(total), _score(max_total),
-                         *[_score(rows[e]["score"]) if e in rows else "" for e in exercises]])
-    write_atomically(out / "gradebook.csv", buffer.getvalue())
-
-    def write_feedback(folder: Path) -> None:
-        taken: set[str] = set()
-        for student in students:
-            rows = [by_student[student][e] for e in BY_ID if e in by_student[student]]
-            name = safe_filename(student, taken)
-            write_plainly(folder / f"{name}.txt", "\n\n".join(r["report"] for r in rows) + "\n")
-            # One result to a line: `indent` would take the pure-Python encoder, a second a class.
-            write_plainly(folder / f"{name}.json", "[\n" + ",\n".join(json.dumps(r["result"]) for r in rows) + "\n]\n")
-
-    _replace_folder(out / "feedback", write_feedback)
-
-    summary = {"grader_version": version, "students": len(students), "submissions": len(graded),
-               "unrecognised": found.unrecognised, "duplicates": found.duplicates, "skipped": found.skipped,
-               "exercises": {}}
-    for exercise_id in exercises:
-        rows = [r for r in graded if r["exercise"] == exercise_id]
-        gradients = {}
-        for target in BY_ID[exercise_id].targets:
-            results = [next(x for x in r["result"]["results"] if x["name"] == target) for r in rows]
-            kinds = Counter(k for k in (hint_kind(x) for x in results) if k)
-            gradients[target] = {
-                "passing": sum(x["status"] in ("exact", "approx") for x in results) / len(results),
-                "mistakes": [{"what": k, "share": c / len(results)} for k, c in kinds.most_common(3)],
-            }
-        summary["exercises"][exercise_id] = {
-            "submissions": len(rows),
-            "complete": sum(r["passed"] for r in rows),
-            "mean_score": sum(r["score"] for r in rows) / len(rows),
-            "max_score": BY_ID[exercise_id].max_score,
-            "gradients": gradients,
-        }
-    write_atomically(out / "summary.json", json.dumps(summary, indent=2))
-    log(summary_text(summary))
-    return summary
-
-
-def summary_text(summary: dict) -> str:
-    """The class summary an instructor reads to plan the next lecture."""
-    lines = [f"{summary['students']} students, {summary['submissions']} graded submissions"]
-    for exercise_id, data in summary["exercises"].items():
-        lines.append(f"\n{exercise_id}: {data['complete']}/{data['submissions']} complete, "
-                     f"mean score {data['mean_score']:.1f}/{data['max_score']:g}")
-        for target, info in data["gradients"].items():
-            mistakes = " · ".join(f"{m['share']:.0%} {printable(m['what'])}" for m in info["mistakes"][:2])
-            lines.append(f"  {target:16} {info['passing']:5.0%} pass" + (f"   {mistakes}" if mistakes else ""))
-    for key, title in (("unrecognised", "\nnot recognised"), ("duplicates", "duplicates ignored"),
-                       ("skipped", "skipped (unsafe)")):
-        names = summary.get(key) or []
-        if names:
-            lines.append(f"{title} ({len(names)}): " + ", ".join(printable(name) for name in names[:10])
-                         + (" ..." if len(names) > 10 else ""))
-    return "\n".join(lines)

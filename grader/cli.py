@@ -149,34 +149,46 @@ def files_command(paths, as_json, exercise, timeout, directory, train, steps, co
               help="Worker processes (default: the CPU count); each grades two submissions at a time.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
               help="Seconds a submission's code may run (all sizes of a file together).")
-@click.option("--exercise", metavar="ID", help="Grade only this exercise.")
+@click.option("--exercise", "exercise_ids", metavar="ID", multiple=True,
+              help="The assignment's exercises (repeat it, or ex1,ex2; default: every exercise handed in). "
+                   "Only these are graded, and a student without one is `missing` it.")
 @click.option("--sandbox", type=click.Choice(["auto", "bwrap", "none"]), default="auto", show_default=True,
               help="bubblewrap sandbox for student code (auto: when installed).")
 @click.option("--student-pattern", metavar="REGEX",
-              help="How to read the student from a loose file's name: a regex with (?P<student>...).")
+              help="How to read the student from a loose file's name: a regex with (?P<student>...), "
+                   "and optionally (?P<late>...) and (?P<attempt>\\d+).")
 @click.option("--config", "config_path", type=click.Path(), default=None, help="An instructor's TOML settings file.")
-def batch_command(submissions, out, jobs, timeout, exercise, sandbox, student_pattern, config_path):
+@click.option("--shard", metavar="I/N", default=None,
+              help="Grade only shard I of N (by student), for `grade merge` to join: one machine per shard.")
+def batch_command(submissions, out, jobs, timeout, exercise_ids, sandbox, student_pattern, config_path, shard):
     """Grade a class: a folder per student, a folder of loose files, or a .zip of either.
 
     Writes OUT/results.jsonl (one line per student and exercise, as each finishes),
-    OUT/gradebook.csv, OUT/feedback/<student>.txt|.json and OUT/summary.json, and
-    prints the class summary. Run the same command again after an interruption:
-    only what is missing is graded.
+    OUT/gradebook.csv, OUT/feedback/<student>.txt|.json|.html, OUT/summary.json and
+    OUT/report.html, and prints the five hardest gradients and who needs attention.
+    Run the same command again after an interruption: only what is missing is graded.
 
     Example: grade batch submissions/ --out graded/
     """
-    _start_torch()
     from pathlib import Path
 
     from grader.batch import BatchError, run_batch
     from grader.compare import Settings, load_settings
 
+    from grader.exercises import assigned_exercises
+
+    part = _shard(shard)
+    try:
+        exercises = assigned_exercises(exercise_ids) if exercise_ids else None
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    _start_torch()
     # SIGTERM (a scheduler, `kill`) stops the batch the way Ctrl-C does.
     previous = _on_sigterm(_raise_interrupt)
     try:
         settings = load_settings(config_path) if config_path else Settings()
-        run_batch(submissions=Path(submissions), out=Path(out), jobs=jobs, timeout=timeout, exercise=exercise,
-                  sandbox=sandbox, student_pattern=student_pattern, settings=settings,
+        run_batch(submissions=Path(submissions), out=Path(out), jobs=jobs, timeout=timeout, exercises=exercises,
+                  sandbox=sandbox, student_pattern=student_pattern, settings=settings, shard=part,
                   log=lambda text: click.echo(text), warn=lambda text: click.echo(text, err=True))
     except (BatchError, ValueError) as exc:
         raise BadInput(str(exc)) from None
@@ -188,6 +200,39 @@ def batch_command(submissions, out, jobs, timeout, exercise, sandbox, student_pa
         raise  # click silences the closed pipe and exits 1
     finally:
         _on_sigterm(previous)
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """`--shard 2/3` as (2, 3)."""
+    import re
+
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise BadInput(f"--shard {text}: write it I/N, with I from 1 to N (e.g. --shard 2/3)")
+    return int(match.group(1)), int(match.group(2))
+
+
+@cli.command(name="merge")
+@click.argument("parts", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Folder for the class's merged outputs.")
+def merge_command(parts, out):
+    """Join the outputs of `grade batch --shard I/N` (one folder per shard, all N of them) into one
+    gradebook, feedback folder, summary and report: the same as grading the class in one run.
+
+    Example: grade merge graded-1 graded-2 graded-3 --out graded
+    """
+    from pathlib import Path
+
+    from grader.classbook import MergeError, merge
+
+    try:
+        merge([Path(p) for p in parts], Path(out), log=lambda text: click.echo(text))
+    except MergeError as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
 def _raise_interrupt(_signum, _frame):

@@ -117,6 +117,18 @@ class TensorResult:
             data["maxdiff"] = str(data["maxdiff"])  # JSON has no inf or nan
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "TensorResult":
+        """The verdict `to_dict` wrote (as results.jsonl keeps it)."""
+        values = {name: data.get(name) for name in _RESULT_FIELDS if name in data}
+        values["status"] = Status(data["status"])
+        for key in ("expected_shape", "got_shape"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        if values.get("maxdiff") is not None:
+            values["maxdiff"] = float(values["maxdiff"])
+        return cls(**values)
+
 
 _RESULT_FIELDS = tuple(f.name for f in fields(TensorResult))
 
@@ -168,6 +180,7 @@ class FileResult:
             "exercise": self.exercise,
             "score": self.score,
             "max_score": self.max_score,
+            "points": self.points,
             "error": self.error,
             "results": [r.to_dict() for r in self.results],
             "output": self.output,
@@ -175,6 +188,19 @@ class FileResult:
             "training": self.training.to_dict() if self.training is not None else None,
             "names": self.names,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FileResult":
+        """The verdicts `to_dict` wrote: what a class's outputs are built from, long after grading."""
+        from grader.training import TrainingComparison
+
+        training = data.get("training")
+        return cls(file=data["file"], exercise=data["exercise"],
+                   results=tuple(TensorResult.from_dict(r) for r in data["results"]), error=data.get("error"),
+                   points=data["points"],
+                   output=data.get("output", ""), notes=tuple(data.get("notes", ())),
+                   training=TrainingComparison.from_dict(training) if training is not None else None,
+                   names=data.get("names"))
 
 
 def shape_text(shape) -> str:

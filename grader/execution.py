@@ -929,6 +929,12 @@ def use_executor(executor) -> None:
     _thread.executor = executor
 
 
+def ran_out_of_time(error: str | None) -> bool:
+    """Whether a file's error is one of the time limits: the whole file's (`time limit of 5 s
+    exceeded`) or one statement's (`used more than 0.1 s of CPU, the limit for one statement`)."""
+    return bool(error) and ("time limit" in error or "the limit for one statement" in error)
+
+
 def incidents() -> list[str]:
     """What happened to this thread's student processes that they may not have caused themselves
     (a signal the grader did not send, a time limit reached with little CPU used): a batch grades

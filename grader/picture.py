@@ -167,12 +167,13 @@ def section(result: FileResult, exercise) -> str:
             f"<div class='bn-side'>{html_report(result)}</div></div>")
 
 
-def page(results: list[FileResult]) -> str:
+def page(results: list[FileResult], *, title: str | None = None, intro: str = "") -> str:
     """A whole page for `grade --html`: every graded file's section, in one file that needs nothing
-    else to open (no script, no font or style fetched)."""
+    else to open (no script, no font or style fetched). `intro` is HTML put before the sections
+    (a student's score, in a class's feedback)."""
     from grader.exercises import BY_ID
 
-    title = escape(", ".join(dict.fromkeys(r.file for r in results)) or "backprop-ninja")
-    body = "".join(section(r, BY_ID[r.exercise]) for r in results if r.exercise in BY_ID)
+    title = escape(title or ", ".join(dict.fromkeys(r.file for r in results)) or "backprop-ninja")
+    body = intro + "".join(section(r, BY_ID[r.exercise]) for r in results if r.exercise in BY_ID)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title} · backprop-ninja</title>"
             f"<style>{PAGE_CSS}{CSS}</style></head><body>{body}</body></html>\n")

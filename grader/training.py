@@ -247,6 +247,11 @@ class TrainingComparison:
             "first_diverging_step": self.first_diverging_step, "passed": self.passed, "error": self.error,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainingComparison":
+        return cls(data["steps"], data["tolerance"], data["max_loss_diff"], data["student_final_loss"],
+                   data["autograd_final_loss"], data["first_diverging_step"], error=data["error"])
+
     def describe(self) -> str:
         if self.error:
             return f"training run: {self.error}"

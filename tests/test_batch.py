@@ -222,7 +222,8 @@ def test_a_zip_of_loose_lms_files_grades_like_the_folder(tmp_path):
     grade_class(folder, tmp_path / "a", jobs=1)
     grade_class(archive, tmp_path / "b", jobs=1)
     assert (tmp_path / "a" / "gradebook.csv").read_text() == (tmp_path / "b" / "gradebook.csv").read_text()
-    assert gradebook(tmp_path / "b")["jones"] == {"student": "jones", "total": "1", "max_total": "27", "ex1": "0", "ex2": "1"}
+    assert gradebook(tmp_path / "b")["jones"] == {"student": "jones", "total": "1", "max_total": "27", "status": "partial",
+                                                 "late": "", "ex1": "0", "ex2": "1"}
     assert not (tmp_path / "escape.py").exists()
 
 
@@ -246,7 +247,9 @@ def test_summary_counts_the_class_mistakes(tmp_path):
     summary = grade_class(folder, tmp_path / "out", jobs=2)
     dbndiff = summary["exercises"]["ex1"]["gradients"]["dbndiff"]
     assert dbndiff["passing"] == pytest.approx(1 / 3)
-    assert dbndiff["mistakes"][0] == {"what": "misses the branch through `bndiff2`", "share": pytest.approx(2 / 3)}
+    assert dbndiff["mistakes"][0] == {"what": "misses the branch through `bndiff2`", "share": pytest.approx(2 / 3),
+                                      "count": 2, "hint": "your `dbndiff` has the path through `bnraw` but not the "
+                                      "one through `bndiff2`: `bndiff` is used in both, so its gradient is the sum of both paths"}
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["students"] == 3
 
 

@@ -1,0 +1,317 @@
+"""The instructor's view of a class: LMS names, the gradebook's statuses, feedback that opens with
+the score, report.html, and a class graded in shards and merged."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grader.batch import discover
+from grader.classbook import exercise_status
+from grader.exercises import EX1, EX2, EX3, EX4
+from grader.lms import read_folder, read_name
+
+from conftest import SOLUTION, replace_line
+from messy import lecture_cells, notebook
+from test_picture import png_pixels
+
+GRADE = [sys.executable, "-c", "from grader.cli import main; main()"]
+EX2_SOLUTION, EX3_SOLUTION, EX4_SOLUTION = (e.solution_path.read_text() for e in (EX2, EX3, EX4))
+BRANCH = replace_line(SOLUTION, "dbndiff =", "dbndiff = bnvar_inv * dbnraw")  # forgets the bndiff2 branch
+TRANSPOSED = replace_line(SOLUTION, "dW2 =", "dW2 = dlogits.T @ h")
+NO_BESSEL = replace_line(SOLUTION, "dbndiff2 =", "dbndiff2 = (1.0/n)*torch.ones_like(bndiff2) * dbnvar")
+
+
+@pytest.mark.parametrize("stem, student, late, attempt", [
+    ("smith_12345_67890_ex1_backprop_all", "smith", False, ("", 0)),  # Canvas
+    ("smith_LATE_12345_67890_ex1_backprop_all", "smith", True, ("", 0)),
+    ("smith_12345_67890_ex1_backprop_all-2", "smith", False, ("", 2)),  # Canvas's third upload of one name
+    ("vanderberg_LATE_7_8_ex2_cross_entropy-11", "vanderberg", True, ("", 11)),
+    ("Carol Lee_123456_assignsubmission_file_ex1_backprop_all", "Carol Lee", False, ("", 0)),  # Moodle
+    ("HW4_jdoe_attempt_2026-11-21-09-30-00_ex3_batchnorm", "jdoe", False, ("2026-11-21-09-30-00", 0)),  # Blackboard
+    ("Carol Lee - ex1", "Carol Lee", False, ("", 0)),  # by hand
+    ("Anne-Marie O'Neil_ex2", "Anne-Marie O'Neil", False, ("", 0)),
+    ("alice-ex1", "alice", False, ("", 0)),
+    ("bob-LATE-ex2_cross_entropy", "bob", True, ("", 0)),
+    ("jones_late_ex1 (2)", "jones", True, ("", 2)),
+    ("ex1_backprop_all", None, False, ("", 0)),  # no student in the name: the caller uses the stem
+    ("readme", None, False, ("", 0)),
+    ("Latey_ex1", "Latey", False, ("", 0)),  # a name with `late` in it is not LATE
+])
+def test_lms_names_say_who_when_and_which_attempt(stem, student, late, attempt):
+    named = read_name(stem)
+    assert (named.student, named.late, named.attempt) == (student, late, attempt)
+
+
+def test_a_pattern_of_the_instructors_own_can_say_late_and_attempt():
+    named = read_name("2026-bob-v3-LATE", r"^\d+-(?P<student>[a-z]+)-v(?P<attempt>\d+)(?P<late>-LATE)?")
+    assert (named.student, named.late, named.attempt) == ("bob", True, ("", 3))
+    assert read_name("bob-ex1", r"^\d+-(?P<student>[a-z]+)").student is None
+    assert read_folder("Carol Lee_123456_assignsubmission_file_").student == "Carol Lee"
+    assert read_folder("dave LATE").late and not read_folder("dave").late
+
+
+def test_the_last_attempt_wins_and_the_rest_are_listed(tmp_path):
+    (tmp_path / "dave_4_5_ex1_backprop_all.py").write_text(EX1.stub_path.read_text())
+    (tmp_path / "dave_4_6_ex1_backprop_all-1.py").write_text(TRANSPOSED)
+    (tmp_path / "dave_4_7_ex1_backprop_all-2.py").write_text(SOLUTION)
+    (tmp_path / "HW_kim_attempt_2026-11-21-09-30-00_ex3_batchnorm.py").write_text(EX3_SOLUTION)
+    (tmp_path / "HW_kim_attempt_2026-11-20-10-00-00_ex3_batchnorm.py").write_text("dhprebn = 0\n")
+    (tmp_path / "pat").mkdir()
+    (tmp_path / "pat" / "ex2_cross_entropy (2).py").write_text(EX2_SOLUTION)
+    (tmp_path / "pat" / "ex2_cross_entropy.py").write_text("dlogits = 0\n")
+    found = discover(tmp_path)
+    kept = {(s.student, s.exercise.id): s.name for s in found.submissions}
+    assert kept == {("dave", "ex1"): "dave_4_7_ex1_backprop_all-2.py",
+                    ("kim", "ex3"): "HW_kim_attempt_2026-11-21-09-30-00_ex3_batchnorm.py",
+                    ("pat", "ex2"): "pat/ex2_cross_entropy (2).py"}
+    assert len(found.duplicates) == 4
+
+
+def record(result: dict, passed: bool = False) -> dict:
+    return {"result": {"results": [], "error": None, "training": None, **result}, "passed": passed}
+
+
+def test_each_status_is_said_for_what_went_wrong():
+    assert exercise_status(record({}, passed=True)) == "ok"
+    assert exercise_status(record({"results": [{"name": "dh", "status": "fail"}]})) == "partial"
+    assert exercise_status(record({"results": [{"name": "dh", "status": "fail", "policy": "autograd"}]})) == "policy"
+    assert exercise_status(record({"error": "syntax error at line 3: invalid syntax"})) == "error"
+    assert exercise_status(record({"error": "time limit of 5 s exceeded (still running line 9)"})) == "timeout"
+    assert exercise_status(record({"error": "line 9 used more than 0.1 s of CPU, the limit for one statement "
+                                            "(an endless loop?): grading stopped there"})) == "timeout"
+    assert exercise_status(record({"training": {"error": "time limit of 60 s exceeded", "passed": False}})) == "timeout"
+
+
+# --- a class as an instructor downloads it ---
+
+def _class(folder: Path) -> None:
+    """About 40 files from 24 students: honest, partial, blank, crashing, looping, cheating, late,
+    misnamed, resubmitted, a notebook answering all four exercises, and a file that answers none."""
+    folder.mkdir()
+    files = {
+        "smith_1_1_ex1_backprop_all.py": SOLUTION, "smith_1_2_ex2_cross_entropy.py": EX2_SOLUTION,
+        "smith_1_3_ex3_batchnorm.py": EX3_SOLUTION, "smith_1_4_ex4_training.py": EX4_SOLUTION,
+        "jones_LATE_2_1_ex1_backprop_all.py": TRANSPOSED,
+        "Carol Lee - ex1.py": BRANCH, "Carol Lee - ex2.py": EX2_SOLUTION,
+        "dave_4_5_ex1_backprop_all.py": EX1.stub_path.read_text(),
+        "dave_4_6_ex1_backprop_all-1.py": TRANSPOSED, "dave_4_7_ex1_backprop_all-2.py": SOLUTION,
+        "lee_ex1_backprop_all.py": replace_line(SOLUTION, "dh =", "while True: pass\ndh = dlogits @ W2.T"),
+        "mallory_ex1_backprop_all.py": replace_line(SOLUTION, "dh =", "dh = torch.autograd.grad(loss, h)[0]"),
+        "oscar_ex1_backprop_all.py": SOLUTION.replace("dW2 = h.T @ dlogits", "dW2 = (h.T @ dlogits"),
+        "eve_ex1_backprop_all.py": "",
+        "ben_ex1_backprop_all.py": EX1.stub_path.read_text(),
+        "Zoe Park_778899_assignsubmission_file_ex2_cross_entropy.py": EX2_SOLUTION,
+        "HW4_kim_attempt_2026-11-20-10-00-00_ex3_batchnorm.py": "dhprebn = bngain * dhpreact\n",
+        "HW4_kim_attempt_2026-11-21-09-30-00_ex3_batchnorm.py": EX3_SOLUTION,
+        "ivan_ex4_training.py": replace_line(EX4_SOLUTION, "dW1 =", "dW1 = (embcat.T @ dhprebn) * 2"),
+        "tom_ex3_batchnorm.py": replace_line(EX3_SOLUTION, "dhprebn = bngain*", "dhprebn = bngain * dhpreact"),
+    }
+    mistakes = [BRANCH] * 4 + [TRANSPOSED] * 2 + [NO_BESSEL] * 2
+    mistakes.append(replace_line(BRANCH, "dW2 =", "dW2 = dlogits.T @ h"))
+    mistakes += [SOLUTION] * 3
+    for i, source in enumerate(mistakes, start=1):
+        files[f"s{i:02d}_ex1_backprop_all.py"] = source
+        if i >= 10:
+            files[f"s{i:02d}_ex2_cross_entropy.py"] = EX2_SOLUTION
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    (folder / "quinn").mkdir()
+    (folder / "quinn" / "my notes.txt").write_text("I ran out of time, sorry\n")
+    (folder / "nina").mkdir()  # the lecture's notebook, worked through: scratch cells, a training loop, plots
+    (folder / "nina" / "makemore_part4.ipynb").write_text(notebook(lecture_cells()))
+    (folder / "rita").mkdir()
+    (folder / "rita" / "ex2.ipynb").write_text(notebook(["import matplotlib.pyplot as plt\nplt.plot([1, 2])",
+                                                         "scratch = 2 + 2", EX2_SOLUTION]))
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """The class graded once, as an instructor runs it."""
+    root = tmp_path_factory.mktemp("class")
+    _class(root / "submissions")
+    ran = subprocess.run([*GRADE, "batch", str(root / "submissions"), "--out", str(root / "out"), "--jobs", "2",
+                          "--exercise", "ex1,ex2", "--exercise", "ex3,ex4"],
+                         capture_output=True, text=True, timeout=600, cwd=root)
+    assert ran.returncode == 0, ran.stderr
+    return root, ran.stdout
+
+
+def rows(out: Path) -> dict[str, dict]:
+    with open(out / "gradebook.csv", newline="", encoding="utf-8") as handle:
+        return {row["student"]: row for row in csv.DictReader(handle)}
+
+
+@pytest.mark.slow
+def test_the_gradebook_has_a_row_per_student_with_status_late_and_hand_computed_totals(graded):
+    root, _ = graded
+    book = rows(root / "out")
+    assert list(next(iter(book.values()))) == ["student", "total", "max_total", "status", "late",
+                                               "ex1", "ex2", "ex3", "ex4"]
+    assert len(book) == 28 and all(row["max_total"] == "36" for row in book.values())
+    want = {  # student: (total, status, late, ex1, ex2, ex3, ex4)
+        "smith": ("36", "ok", "", "26", "1", "1", "8"),
+        "jones": ("25", "missing", "ex1", "25", "", "", ""),  # the LATE in the name is kept, not the student's
+        "Carol Lee": ("26", "missing", "", "25", "1", "", ""),  # `Carol Lee - ex1.py`
+        "dave": ("26", "missing", "", "26", "", "", ""),  # the last of three uploads
+        "kim": ("1", "missing", "", "", "", "1", ""),  # the later of two Blackboard attempts
+        "Zoe Park": ("1", "missing", "", "", "1", "", ""),
+        "mallory": ("25", "policy", "", "25", "", "", ""),
+        "oscar": ("0", "error", "", "0", "", "", ""),
+        "eve": ("0", "error", "", "0", "", "", ""),
+        "ben": ("0", "missing", "", "0", "", "", ""),
+        "ivan": ("6", "missing", "", "", "", "", "6"),  # dW1 and the training run
+        "quinn": ("0", "missing", "", "", "", "", ""),
+        "s09": ("24", "missing", "", "24", "", "", ""),
+        "s10": ("27", "missing", "", "26", "1", "", ""),
+    }
+    for student, (total, status, late, *scores) in want.items():
+        row = book[student]
+        assert (row["total"], row["status"], row["late"], row["ex1"], row["ex2"], row["ex3"], row["ex4"]) == \
+            (total, status, late, *scores), student
+    assert book["lee"]["status"] == "timeout"
+    assert book["nina"]["status"] in ("ok", "partial") and float(book["nina"]["total"]) >= 30
+
+
+@pytest.mark.slow
+def test_feedback_opens_with_the_score_and_names_what_was_not_submitted(graded):
+    root, _ = graded
+    feedback = root / "out" / "feedback"
+    text = (feedback / "Carol_Lee.txt").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "Carol Lee: 26/36 · ex1 25/26 · ex2 1/1 · ex3 not submitted · ex4 not submitted"
+    assert lines[1] == "Not submitted: ex3 (ex3_batchnorm.py or .ipynb), ex4 (ex4_training.py or .ipynb)"
+    assert "dbndiff" in text and "bndiff2" in text  # then the report, with the hint
+    assert (feedback / "jones.txt").read_text().splitlines()[2] == "Handed in late (by the file name): ex1"
+    quinn = (feedback / "quinn.txt").read_text()
+    assert quinn.startswith("quinn: 0/36 · ex1 not submitted") and "quinn/my notes.txt" in quinn
+    page = (feedback / "Carol_Lee.html").read_text()
+    assert page.count("class='bn-result'") == 2 and "Carol Lee: 26/36" in page  # both exercises, drawn
+    assert "<script" not in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert json.loads((feedback / "smith.json").read_text())[3]["exercise"] == "ex4"
+
+
+@pytest.mark.slow
+def test_the_printed_summary_has_the_five_hardest_gradients_and_who_needs_attention(graded):
+    _, printed = graded
+    hardest = printed.split("hardest gradients:\n")[1].split("\n\n")[0].splitlines()
+    assert len(hardest) == 5
+    # Of the 18 exercise 1 files that ran and were not left blank (ben's): dbndiff, s01-s04, s09 and Carol
+    # Lee forgot the branch; dW2, s05, s06, s09 and jones transposed it. Of 3 exercise 4 files, ivan doubled dW1.
+    assert hardest[0].split()[:3] == ["ex1", "dbndiff", "12/18"] and "6 misses the branch through `bndiff2`" in hardest[0]
+    assert [row.split()[:3] for row in hardest[1:]] == [["ex4", "dW1", "2/3"], ["ex4", "training", "run"],
+                                                        ["ex3", "dhprebn", "3/4"], ["ex1", "dW2", "14/18"]]
+    attention = printed.split("needs attention (")[1]
+    assert attention.startswith("6 files)")
+    for student, words in [("mallory", "ex1 policy: uses autograd for `dh`"), ("lee", "ex1 timeout"),
+                           ("oscar", "ex1 error: syntax error"), ("eve", "is empty")]:
+        assert f"{student}  {words}" in attention or (student in attention and words in attention), student
+    assert attention.index("mallory") < attention.index("lee") < attention.index("oscar")  # the most urgent first
+    assert "\n  ex1 not submitted by 6: Zoe Park, ivan, kim, quinn, rita, tom\n" in attention
+    assert "\n  ex2 not submitted by 20: ben, dave, eve, ivan, jones, kim ...\n" in attention  # Zoe did, by Moodle
+    assert "26 dbndiff" not in printed and len(printed.splitlines()) < 45
+
+
+@pytest.mark.slow
+def test_the_report_lists_who_needs_attention_and_the_hardest_gradients_with_the_hints(graded):
+    root, _ = graded
+    out = root / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    needs = {(n["student"], n["exercise"], n["status"]) for n in summary["needs_attention"]}
+    assert {("mallory", "ex1", "policy"), ("lee", "ex1", "timeout"), ("oscar", "ex1", "error"),
+            ("eve", "ex1", "error"), ("quinn", None, "unrecognised"), ("quinn", "ex1", "missing"), ("ben", "ex1", "blank"),
+            ("jones", "ex2", "missing")} <= needs
+    assert not [n for n in needs if n[0] == "smith"]
+    first = summary["hardest"][0]
+    assert (first["gradient"], first["passing"], first["graded"]) == ("dbndiff", 12, 18)
+    assert first["mistakes"][0]["count"] == 6 and "bndiff2" in first["mistakes"][0]["hint"]
+    page = (out / "report.html").read_text()
+    assert "<script" not in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    for student in rows(out):  # every student's feedback is linked, and there
+        name = student.replace(" ", "_")
+        assert f"href='feedback/{name}.html'" in page and (out / "feedback" / f"{name}.html").exists(), student
+    attention, gradients = page.split("Gradients, hardest first")
+    assert "mallory" in attention and "uses autograd for <code>dh</code>" in attention
+    assert gradients.index("<code>dbndiff</code>") < gradients.index("<code>dW2</code>")
+    assert "that is the transpose" in gradients  # dW2's mistake, in the hint's words
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (Debian package chromium)")
+def test_the_report_renders_with_its_heatmap_histogram_and_badges(graded):
+    root, _ = graded
+    shot = root / "report.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1300,2600", f"--screenshot={shot}", (root / "out" / "report.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = set(png_pixels(shot))
+    for colour in ("#cf222e", "#1a7f37", "#0969da", "#8250df", "#bc4c00"):  # fail and policy; exact; approx and
+        rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))  # the histogram; error; the timeout badge
+        assert any(sum(abs(a - b) for a, b in zip(p, rgb)) <= 6 for p in pixels), colour
+
+
+# --- past one machine ---
+
+
+@pytest.mark.slow
+def test_a_class_graded_in_three_shards_and_merged_is_the_class_graded_at_once(graded, tmp_path):
+    root, _ = graded
+    shards = [tmp_path / f"shard{i}" for i in (1, 2, 3)]
+    for i, out in enumerate(shards, start=1):
+        ran = subprocess.run([*GRADE, "batch", str(root / "submissions"), "--out", str(out), "--jobs", "2",
+                              "--exercise", "ex1,ex2,ex3,ex4", "--shard", f"{i}/3"],
+                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert ran.returncode == 0 and ran.stdout.startswith(f"shard {i}/3: "), ran.stderr
+    sizes = [len((out / "results.jsonl").read_text().splitlines()) for out in shards]
+    assert all(sizes) and sum(sizes) == len((root / "out" / "results.jsonl").read_text().splitlines())
+
+    # Resume works per shard: a shard cut short grades only what it lacks.
+    lines = (shards[1] / "results.jsonl").read_text().splitlines(keepends=True)
+    (shards[1] / "results.jsonl").write_text("".join(lines[:-2]))
+    merged = tmp_path / "merged"
+    early = subprocess.run([*GRADE, "merge", *map(str, shards), "--out", str(merged)], capture_output=True, text=True)
+    assert early.returncode == 2 and "2 submissions have no result yet" in early.stderr and not merged.exists()
+    again = subprocess.run([*GRADE, "batch", str(root / "submissions"), "--out", str(shards[1]), "--jobs", "1",
+                            "--exercise", "ex1,ex2,ex3,ex4", "--shard", "2/3"], capture_output=True, text=True, timeout=600)
+    assert f"{sizes[1] - 2} already graded, 2 to grade" in again.stdout
+
+    done = subprocess.run([*GRADE, "merge", *map(str, shards), "--out", str(merged)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    whole = root / "out"
+    for name in ("gradebook.csv", "summary.json", "report.html"):
+        assert (merged / name).read_bytes() == (whole / name).read_bytes(), name
+    feedback = sorted(p.name for p in (whole / "feedback").iterdir())
+    assert feedback == sorted(p.name for p in (merged / "feedback").iterdir()) and len(feedback) == 3 * 28
+    for name in feedback:
+        assert (merged / "feedback" / name).read_bytes() == (whole / "feedback" / name).read_bytes(), name
+
+    for parts, words in [(shards[:2], "shard 3/3 is missing"), ([shards[0], *shards], "shard 1/3 is given twice"),
+                         ([*shards, tmp_path], "holds no class.json")]:
+        bad = subprocess.run([*GRADE, "merge", *map(str, parts), "--out", str(tmp_path / "bad")],
+                             capture_output=True, text=True)
+        assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr, words
+
+
+def test_shards_of_two_different_classes_are_refused(tmp_path):
+    from grader.classbook import MergeError, merged_manifest
+
+    part = {"shard": [1, 2], "fingerprint": "a", "grader_version": "1", "assigned": ["ex1"], "submissions": [],
+            "unrecognised": [], "duplicates": [], "skipped": [], "owners": {}}
+    assert merged_manifest([part, {**part, "shard": [2, 2]}])["shard"] is None
+    for change, words in [({"fingerprint": "b"}, "different submissions"), ({"grader_version": "2"}, "versions"),
+                          ({"assigned": ["ex2"]}, "different exercises"), ({"shard": [2, 3]}, "numbers of shards")]:
+        with pytest.raises(MergeError, match=words):
+            merged_manifest([part, {**part, "shard": [2, 2], **change}])
+
+
+def test_a_bad_shard_is_one_sentence_and_exit_2(tmp_path):
+    for shard in ("0/3", "4/3", "two", "1/0"):
+        ran = subprocess.run([*GRADE, "batch", str(tmp_path), "--out", str(tmp_path / "o"), "--shard", shard],
+                             capture_output=True, text=True)
+        assert ran.returncode == 2 and "--shard" in ran.stderr and "Traceback" not in ran.stderr, shard
