@@ -158,6 +158,14 @@ def time_batch(folder: Path, out: Path, jobs: int, sandbox: str, timeout: float,
     return elapsed, peak[0]
 
 
+def time_outputs(out: Path) -> float:
+    """Seconds to build a finished batch's outputs again, in a process that has imported the grader."""
+    code = ("import time, pathlib, sys; from grader.classbook import write_outputs; start = time.perf_counter(); "
+            "write_outputs(pathlib.Path(sys.argv[1]), log=lambda text: None); print(time.perf_counter() - start)")
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, check=True)
+    return float(done.stdout)
+
+
 NOTEBOOK_SETUP = """import torch
 import torch.nn.functional as F
 from grader.network import reference
@@ -242,6 +250,8 @@ def main() -> None:
                   f"(target: at least {target}/s); {file_errors(Path(scratch) / 'out')} file errors")
             print(f"  {'ok  ' if peak_kb < 1 << 20 else 'MISS'} peak memory {peak_kb / 1024:.0f} MB "
                   f"(PSS of the whole tree; target: under 1 GB)")
+            print(f"  of which the outputs: {time_outputs(Path(scratch) / 'out'):.2f} s (gradebook, a .txt, .json "
+                  f"and .html feedback per student, summary and report.html, written again from results.jsonl)")
             if args.compare:
                 old, old_kb = time_batch(folder, Path(scratch) / "out-compared", args.jobs, args.sandbox,
                                          args.timeout, other=args.compare)

@@ -10,6 +10,7 @@ the way backpropagation goes), each row ordered by where the nodes it feeds are.
 
 from __future__ import annotations
 
+import functools
 from html import escape
 
 from grader.compare import FileResult, Status
@@ -92,10 +93,17 @@ def layout(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, tuple[fl
     return place
 
 
+@functools.lru_cache(maxsize=None)
+def _drawn(exercise):
+    """An exercise's graph and where each node goes: the same for every student (a class's feedback
+    draws it once a student)."""
+    nodes, edges = graph(exercise)
+    return nodes, edges, layout(nodes, edges)
+
+
 def svg(result: FileResult, exercise, start: str | None = None) -> str:
     """The graph of one graded file, as an SVG element. `start`: the gradient to fix first, outlined."""
-    nodes, edges = graph(exercise)
-    place = layout(nodes, edges)
+    nodes, edges, place = _drawn(exercise)
     verdicts = {r.name: r for r in result.results}
     left = min(x - w / 2 for x, _, w in place.values()) - 20
     right = max(x + w / 2 for x, _, w in place.values()) + 20
