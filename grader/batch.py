@@ -7,7 +7,7 @@
                  (`grader.classbook`, from OUT/class.json and OUT/results.jsonl)
 
 A run that is killed and started again grades only what `results.jsonl` does not
-hold yet (same student, exercise, file content and grader version) and writes the
+hold yet (same student, exercise, file content, grader version and settings) and writes the
 same outputs as an uninterrupted run.
 """
 
@@ -27,6 +27,7 @@ import stat
 import sys
 import tempfile
 import threading
+import unicodedata
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -49,6 +50,11 @@ MAX_SUBMISSION_BYTES = 1 << 20
 
 class BatchError(Exception):
     """The batch cannot start: one sentence."""
+
+
+def settings_digest(settings: Settings, timeout: float) -> str:
+    """A short digest of what an instructor chose (a settings file, --timeout) that can change a verdict."""
+    return hashlib.sha256(repr((settings, float(timeout))).encode()).hexdigest()[:10]
 
 
 def grader_version() -> str:
@@ -88,7 +94,8 @@ class Discovery:
     unrecognised: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # `name (why)`: links, paths out of the folder, oversized files
-    owners: dict[str, str] = field(default_factory=dict)  # an unrecognised file's student, when its name says
+    unassigned: list[str] = field(default_factory=list)  # files for an exercise the assignment does not ask for
+    owners: dict[str, str] = field(default_factory=dict)  # an ungraded file's student, when known
 
 
 def student_from_name(stem: str, pattern: str | None) -> str:
@@ -142,9 +149,11 @@ def _hidden(name: str) -> bool:
     return name.startswith((".", "__"))
 
 
-def _files(root: Path, found: Discovery, student_pattern: str | None) -> list[tuple[Named, Path]]:
+def _files(root: Path, found: Discovery, student_pattern: str | None,
+           skip: Path | None = None) -> list[tuple[Named, Path]]:
     """(what the name says, path) of every file under `root`, in order. Links are never followed, at
-    any depth: a submission is whatever the student's files hold, not whatever they point at."""
+    any depth: a submission is whatever the student's files hold, not whatever they point at. `skip`
+    (the batch's own --out folder, when it is inside the submissions) is left out."""
 
     def kind(path: Path) -> str | None:
         """A path's kind, "dir" or "file"; anything else is listed as skipped, and is None."""
@@ -159,6 +168,14 @@ def _files(root: Path, found: Discovery, student_pattern: str | None) -> list[tu
         found.skipped.append(f"{shown(str(path.relative_to(root)))} ({why})")
         return None
 
+    def outputs(path: Path) -> bool:
+        """A batch's --out folder (this run's, or another's: a shard's beside it) is not a student."""
+        if (skip is not None and _same(path, skip)) or ((path / "class.json").is_file() and (
+                (path / "results.jsonl").is_file() or (path / "gradebook.csv").is_file())):
+            found.skipped.append(f"{shown(str(path.relative_to(root)))} (the outputs of a grade batch)")
+            return True
+        return False
+
     files = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith((".", "__MACOSX")):
@@ -166,31 +183,40 @@ def _files(root: Path, found: Discovery, student_pattern: str | None) -> list[tu
         what = kind(entry)
         if what == "file":
             files.append((read_name(shown(entry.stem), student_pattern), entry))
-        elif what == "dir" and not _hidden(entry.name):
+        elif what == "dir" and not _hidden(entry.name) and not outputs(entry):
             inside = []
             for folder, dirnames, filenames in os.walk(entry, followlinks=False):
                 here = Path(folder)
-                dirnames[:] = [d for d in dirnames if not _hidden(d) and kind(here / d) == "dir"]
+                dirnames[:] = [d for d in dirnames if not _hidden(d) and kind(here / d) == "dir"
+                               and not outputs(here / d)]
                 inside += [here / f for f in filenames if not _hidden(f) and kind(here / f) == "file"]
             owner = read_folder(shown(entry.name))
             files += [(in_folder(owner, shown(path.stem)), path) for path in sorted(inside)]
     return files
 
 
-def discover(root: Path, *, student_pattern: str | None = None, only: tuple[str, ...] | None = None) -> Discovery:
+def _same(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
+
+
+def discover(root: Path, *, student_pattern: str | None = None, only: tuple[str, ...] | None = None,
+             skip: Path | None = None) -> Discovery:
     """Find every submission under a folder (a folder per student, or loose files, or both). Of two
     files for one student's exercise, the later attempt is graded (`grader.lms`)."""
     from grader.exercises import recognise
 
     found = Discovery()
     seen: dict[tuple[str, str], Submission] = {}
-    for named, path in _files(root, found, student_pattern):
+    for named, path in _files(root, found, student_pattern, skip):
         name = shown(str(path.relative_to(root)))
-        student = named.student or shown(path.stem)
+        student = unicodedata.normalize("NFC", named.student or shown(path.stem))  # one student however typed
         if path.suffix not in SUFFIXES:
             found.unrecognised.append(name)
             if named.student:
-                found.owners[name] = named.student
+                found.owners[name] = student
             continue
         try:
             data = _read(path)
@@ -213,11 +239,14 @@ def discover(root: Path, *, student_pattern: str | None = None, only: tuple[str,
         if exercise is None:
             found.unrecognised.append(name)
             if named.student:
-                found.owners[name] = named.student
+                found.owners[name] = student
             continue
         for loaded in loads or [None]:
             answered = loaded.exercise if loaded is not None else exercise
-            if only and answered.id not in only:
+            if only and answered.id not in only:  # not in the assignment: listed, and its student counted
+                if name not in found.unassigned:
+                    found.unassigned.append(name)
+                found.owners[name] = student
                 continue
             submission = Submission(student, path, name, answered, digest, loaded, problem, named.late, named.attempt)
             kept = seen.get(submission.key)
@@ -285,6 +314,40 @@ def extract_zip(archive: Path, into: Path) -> tuple[Path, list[str]]:
 # --- results ---
 
 
+# What every line of results.jsonl has (`_record`); a line without them is not one of ours, and is ignored.
+RECORD_KEYS = frozenset({"student", "exercise", "sha256", "grader_version", "result", "score", "max_score", "passed",
+                         "report"})
+
+
+def well_formed(record: dict) -> bool:
+    """Whether a results.jsonl line has every value a class's outputs read, of the type `_record`
+    writes: a line cut, edited or written by something else is not one, and its submission is
+    graded again (or, for `grade merge`, is missing)."""
+    from grader.compare import FileResult
+
+    text_or_none = (str, type(None))
+    number = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)  # noqa: E731
+    try:
+        result = record["result"]
+        if not (all(isinstance(record[k], str) for k in ("student", "exercise", "sha256", "grader_version", "report"))
+                and number(record["score"]) and number(record["max_score"]) and isinstance(record["passed"], bool)
+                and isinstance(result, dict) and isinstance(result["results"], list)
+                and isinstance(result.get("error"), text_or_none)):
+            return False
+        for verdict in result["results"]:
+            if not (isinstance(verdict["name"], str) and all(isinstance(verdict.get(k), text_or_none) for k in
+                                                             ("hint", "policy", "about", "warning", "tensor"))):
+                return False
+        training = result.get("training")
+        if training is not None and not (isinstance(training["passed"], bool)
+                                         and isinstance(training.get("error"), text_or_none)):
+            return False
+        FileResult.from_dict(result)  # every verdict's status, shape and number, and the training run's
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
 def load_results(path: Path) -> list[dict]:
     """Every complete line of results.jsonl (a line cut short by a kill is ignored)."""
     if not path.exists():
@@ -295,7 +358,7 @@ def load_results(path: Path) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and {"student", "exercise", "sha256", "grader_version", "result"} <= set(record):
+        if isinstance(record, dict) and RECORD_KEYS <= set(record) and well_formed(record):
             records.append(record)
     return records
 
@@ -437,6 +500,8 @@ def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout:
             "your files and reach the network; only the time and resource limits apply. Install bubblewrap "
             "for the sandbox.")
 
+    if out.exists() and not out.is_dir():
+        raise BatchError(f"--out {out} is a file: give a folder for the outputs")
     if submissions.is_file() and not zipfile.is_zipfile(submissions):
         raise BatchError(f"{submissions} is not a zip file")
     if not submissions.is_dir() and not submissions.is_file():
@@ -458,13 +523,19 @@ def _run(submissions, out, workers, timeout, exercises, student_pattern, setting
         root, unpacked_skipped = submissions, []
         if submissions.is_file():
             root, unpacked_skipped = extract_zip(submissions, Path(scratch))
-        found = discover(root, student_pattern=student_pattern, only=exercises)
+        found = discover(root, student_pattern=student_pattern, only=exercises, skip=out if out.exists() else None)
         found.skipped[:0] = unpacked_skipped
+    if not found.submissions and not found.unassigned:
+        listed = len(found.unrecognised) + len(found.skipped)
+        raise BatchError(f"there is no submission in {submissions}" + (
+            f" ({listed} files, none of them an exercise's .py or .ipynb)" if listed else "")
+            + ": is it the folder of the students' files?")
     # What discovery read lives until the end: no collection need scan it again (each would, with
     # every submission's syntax tree).
     gc.freeze()
 
-    version = grader_version()
+    # Results are reused only when graded by this grader with these settings and time limit.
+    version = f"{grader_version()} settings {settings_digest(settings, timeout)}"
     assigned = list(exercises) if exercises else [e.id for e in EXERCISES
                                                   if any(s.exercise is e for s in found.submissions)]
     manifest = class_manifest(found, version, assigned, shard)
@@ -477,8 +548,15 @@ def _run(submissions, out, workers, timeout, exercises, student_pattern, setting
         + f"{len(mine)} submissions from {len({s.student for s in mine})} students; "
         f"{len(mine) - len(pending)} already graded, {len(pending)} to grade"
         + (f"; {len(manifest['unrecognised'])} files not recognised" if manifest["unrecognised"] else "")
-        + (f"; {len(manifest['skipped'])} skipped as unsafe" if manifest["skipped"] else ""))
+        + (f"; {len(manifest['skipped'])} not read" if manifest["skipped"] else ""))
 
+    try:
+        before = json.loads((out / CLASS_FILE).read_text(encoding="utf-8"))["assigned"]
+    except (OSError, ValueError, KeyError, TypeError):
+        before = None
+    if before is not None and before != assigned:
+        log(f"note: the last run into {out} was for {', '.join(map(str, before)) or 'no exercise'}; this one is for "
+            f"{', '.join(assigned)}, and its outputs replace that run's")
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / CLASS_FILE, json.dumps(manifest, indent=1))
     if pending:

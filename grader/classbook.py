@@ -24,6 +24,7 @@ from grader.exercises import BY_ID
 # A student's status is the most urgent of their exercises'.
 STATUSES = ("policy", "timeout", "error", "missing", "partial", "ok")
 CLASS_FILE = "class.json"
+MAX_SHARDS = 10_000
 
 
 class MergeError(Exception):
@@ -57,16 +58,39 @@ def class_manifest(found, version: str, assigned: list[str], shard: tuple[int, i
         "submissions": [{"student": s.student, "exercise": s.exercise.id, "file": s.name, "sha256": s.digest,
                          "late": s.late} for s in found.submissions if mine(s.student)],
         "unrecognised": sorted(name for name in found.unrecognised if mine(found.owners.get(name, name))),
+        "unassigned": sorted(name for name in found.unassigned if mine(found.owners.get(name, name))),
         "owners": {name: student for name, student in found.owners.items() if mine(student)},
         "duplicates": sorted(name for name in found.duplicates if mine(name)),
         "skipped": sorted(name for name in found.skipped if mine(name)),
     }
 
 
+def well_formed(manifest) -> bool:
+    """Whether a class.json read back has every field, of the types `class_manifest` writes."""
+    strings = lambda value: isinstance(value, list) and all(isinstance(x, str) for x in value)  # noqa: E731
+    try:
+        shard = manifest["shard"]
+        return (isinstance(manifest["grader_version"], str) and isinstance(manifest["fingerprint"], str)
+                and strings(manifest["assigned"]) and all(e in BY_ID for e in manifest["assigned"])
+                and (shard is None or (isinstance(shard, list) and len(shard) == 2
+                                       and all(type(x) is int for x in shard)
+                                       and 1 <= shard[0] <= shard[1] <= MAX_SHARDS))
+                and all(strings(manifest[key]) for key in ("unrecognised", "unassigned", "duplicates", "skipped"))
+                and isinstance(manifest["owners"], dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["owners"].items())
+                and isinstance(manifest["submissions"], list)
+                and all(isinstance(s, dict) and all(isinstance(s.get(k), str) for k in ("student", "exercise", "file",
+                                                                                        "sha256"))
+                        and s["exercise"] in BY_ID and isinstance(s.get("late"), bool)
+                        for s in manifest["submissions"]))
+    except (KeyError, TypeError):
+        return False
+
+
 def merged_manifest(parts: list[dict]) -> dict:
     """One class from its shards, each shard once. Raises MergeError when they are not one class's
     shards 1..N, graded by one version of the grader."""
-    shards = [tuple(part.get("shard") or (1, 1)) for part in parts]
+    shards = [tuple(part["shard"]) for part in parts]
     total = shards[0][1]
     if any(n != total for _, n in shards):
         raise MergeError("these outputs were split into different numbers of shards")
@@ -76,14 +100,16 @@ def merged_manifest(parts: list[dict]) -> dict:
         if twice:
             raise MergeError(f"shard {twice[0]}/{total} is given twice")
         raise MergeError(f"shard {missing[0]}/{total} is missing: merge needs every shard's output")
-    for key, what in (("fingerprint", "different submissions"), ("grader_version", "different versions of the grader"),
-                      ("assigned", "different exercises")):
+    for key, what in (("assigned", "for different exercises (--exercise)"),
+                      ("grader_version", "by different versions of the grader, or with different settings "
+                                         "(--config, --timeout)"),
+                      ("fingerprint", "from different submissions")):
         if len({json.dumps(part[key]) for part in parts}) > 1:
-            raise MergeError(f"these shards were graded from {what}: grade every shard again from the same class")
+            raise MergeError(f"these shards were graded {what}: grade every shard again with the same command")
     whole = {key: parts[0][key] for key in ("grader_version", "assigned", "fingerprint")}
     whole["shard"] = None
     whole["submissions"] = [s for part in parts for s in part["submissions"]]
-    for key in ("unrecognised", "duplicates", "skipped"):
+    for key in ("unrecognised", "unassigned", "duplicates", "skipped"):
         whole[key] = sorted(name for part in parts for name in part[key])
     whole["owners"] = {name: student for part in parts for name, student in part["owners"].items()}
     return whole
@@ -144,15 +170,34 @@ class Student:
         return min(self.statuses.values(), key=STATUSES.index, default="missing")
 
 
+MAX_FILENAME = 80  # characters of a feedback file's name, before its suffix (file systems allow 255 bytes)
+
+
 def safe_filename(student: str, taken: set[str]) -> str:
+    """A file name for a student's feedback: letters, digits, `.`, `_` and `-`, at most MAX_FILENAME
+    characters, and unique in `taken` ignoring case (as a case-insensitive disk sees it)."""
     import re
 
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", student).strip("._") or "student"
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", student).strip("._")[:MAX_FILENAME] or "student"
     name, n = base, 2
-    while name in taken:
-        name, n = f"{base}-{n}", n + 1
-    taken.add(name)
+    while name.casefold() in taken:
+        name, n = f"{base[:MAX_FILENAME - 8]}-{n}", n + 1
+    taken.add(name.casefold())
     return name
+
+
+def feedback_names(names: list[str]) -> dict[str, str]:
+    """Each student's feedback file name. A student whose name is already a safe file name gets it
+    exactly, so nobody else's feedback can take `alice.html` from `alice`."""
+    taken: set[str] = set()
+    chosen = {}
+    for name in names:
+        if safe_filename(name, set()) == name and name.casefold() not in taken:
+            chosen[name] = safe_filename(name, taken)
+    for name in names:
+        if name not in chosen:
+            chosen[name] = safe_filename(name, taken)
+    return chosen
 
 
 def standings(manifest: dict, records: list[dict]) -> list[Student]:
@@ -162,8 +207,9 @@ def standings(manifest: dict, records: list[dict]) -> list[Student]:
         latest[(record["student"], record["exercise"], record["sha256"], record["grader_version"])] = record
     version, assigned = manifest["grader_version"], manifest["assigned"]
     names = {s["student"] for s in manifest["submissions"]} | set(manifest["owners"].values())
-    taken: set[str] = set()
-    students = {name: Student(name, safe_filename(name, taken)) for name in sorted(names)}
+    ordered = sorted(names, key=lambda n: (n.casefold(), n))
+    files = feedback_names(ordered)
+    students = {name: Student(name, files[name]) for name in ordered}
     for item in manifest["submissions"]:
         record = latest.get((item["student"], item["exercise"], item["sha256"], version))
         student = students[item["student"]]
@@ -171,8 +217,10 @@ def standings(manifest: dict, records: list[dict]) -> list[Student]:
             student.records[item["exercise"]] = record
             if item["late"]:
                 student.late.append(item["exercise"])
+    strays = set(manifest["unrecognised"])
     for name, owner in sorted(manifest["owners"].items()):
-        students[owner].strays.append(name)
+        if name in strays:
+            students[owner].strays.append(name)
     for student in students.values():
         student.late = [e for e in BY_ID if e in student.late]  # in the exercises' order, however found
         student.statuses = {e: exercise_status(student.records[e]) if e in student.records else "missing"
@@ -211,7 +259,7 @@ def not_submitted(summary: dict) -> dict[str, list[str]]:
     for item in summary["needs_attention"]:
         if item["status"] == "missing":
             out.setdefault(item["exercise"], []).append(item["student"])
-    return {exercise: sorted(out[exercise]) for exercise in BY_ID if exercise in out}
+    return {exercise: sorted(out[exercise], key=lambda n: (n.casefold(), n)) for exercise in BY_ID if exercise in out}
 
 
 def hint_kind(result: dict) -> str | None:
@@ -286,6 +334,13 @@ def gradient_table(manifest: dict, students: list[Student]) -> list[dict]:
 # --- the outputs ---
 
 
+def printable(text: str) -> str:
+    """`reports.printable` (imported when first needed: it imports torch, which a refused merge need not)."""
+    from grader.reports import printable as made_printable
+
+    return made_printable(text)
+
+
 def _score(value: float) -> str:
     return f"{value:g}"
 
@@ -298,7 +353,7 @@ def score_line(student: Student, assigned: list[str]) -> str:
             parts.append(f"{exercise} {_score(record['score'])}/{_score(record['max_score'])}")
         else:
             parts.append(f"{exercise} not submitted")
-    return f"{student.name}: {_score(student.total)}/{_score(student.max_total)} · " + " · ".join(parts)
+    return f"{printable(student.name)}: {_score(student.total)}/{_score(student.max_total)} · " + " · ".join(parts)
 
 
 def feedback_header(student: Student, assigned: list[str]) -> list[str]:
@@ -310,7 +365,7 @@ def feedback_header(student: Student, assigned: list[str]) -> list[str]:
     if student.late:
         lines.append("Handed in late (by the file name): " + ", ".join(student.late))
     if student.strays:
-        lines.append("Not graded, as they answer no exercise: " + ", ".join(student.strays))
+        lines.append("Not graded, as they answer no exercise: " + ", ".join(printable(name) for name in student.strays))
     return lines
 
 
@@ -322,7 +377,7 @@ def gradebook_csv(manifest: dict, students: list[Student]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["student", "total", "max_total", "status", "late", *assigned])
     for student in students:
-        writer.writerow([safe_cell(student.name), _score(student.total), _score(student.max_total), student.status,
+        writer.writerow([safe_cell(printable(student.name)), _score(student.total), _score(student.max_total), student.status,
                          " ".join(student.late),
                          *[_score(student.records[e]["score"]) if e in student.records else "" for e in assigned]])
     return buffer.getvalue()
@@ -335,7 +390,8 @@ def summarise(manifest: dict, students: list[Student]) -> dict:
         "grader_version": manifest["grader_version"], "students": len(students), "submissions": len(graded),
         "assigned": assigned, "statuses": {k: v for k, v in Counter(s.status for s in students).items()},
         "late": sum(bool(s.late) for s in students),
-        "unrecognised": manifest["unrecognised"], "duplicates": manifest["duplicates"], "skipped": manifest["skipped"],
+        "unrecognised": manifest["unrecognised"], "unassigned": manifest["unassigned"],
+        "duplicates": manifest["duplicates"], "skipped": manifest["skipped"],
         "exercises": {}, "hardest": [], "needs_attention": attention(students),
     }
     table = gradient_table(manifest, students)
@@ -391,12 +447,10 @@ def write_outputs(out: Path, *, log=print) -> dict:
 
 def summary_text(summary: dict, out: Path | None = None, *, most: int = 12) -> str:
     """The class summary an instructor reads first: the five hardest gradients and who needs attention."""
-    from grader.reports import printable
-
     statuses = summary["statuses"]
+    counts = " · ".join(f"{statuses[s]} {s}" for s in STATUSES if statuses.get(s))
     lines = [f"{summary['students']} students, {summary['submissions']} graded submissions"
-             + (f", {summary['late']} late" if summary.get("late") else "") + ": "
-             + " · ".join(f"{statuses[s]} {s}" for s in STATUSES if statuses.get(s))]
+             + (f", {summary['late']} late" if summary.get("late") else "") + (f": {counts}" if counts else "")]
     for exercise_id, data in summary["exercises"].items():
         lines.append(f"  {exercise_id}: {data['complete']}/{data['submissions']} complete, "
                      f"mean score {data['mean_score']:.1f}/{data['max_score']:g}")
@@ -410,7 +464,7 @@ def summary_text(summary: dict, out: Path | None = None, *, most: int = 12) -> s
     needs = [item for item in summary["needs_attention"] if item["status"] != "missing"]
     missing = not_submitted(summary)
     if needs or missing:
-        lines.append(f"\nneeds attention ({len(needs)} files):")
+        lines.append("\nneeds attention" + (f" ({len(needs)} files):" if needs else ":"))
         for item in needs[:most]:
             what = item["exercise"] or "file"
             lines.append(f"  {printable(item['student'])}  {what} {item['status']}: {printable(item['why'])[:100]}")
@@ -419,8 +473,9 @@ def summary_text(summary: dict, out: Path | None = None, *, most: int = 12) -> s
         for exercise, names in missing.items():
             lines.append(f"  {exercise} not submitted by {len(names)}: " + ", ".join(printable(n) for n in names[:6])
                          + (" ..." if len(names) > 6 else ""))
-    for key, title in (("unrecognised", "\nnot recognised"), ("duplicates", "earlier attempts and duplicates not graded"),
-                       ("skipped", "skipped (unsafe)")):
+    for key, title in (("unrecognised", "\nnot recognised"), ("unassigned", "not in the assignment, not graded"),
+                       ("duplicates", "earlier attempts and duplicates not graded"),
+                       ("skipped", "not read")):
         names = summary.get(key) or []
         if names:
             lines.append(f"{title} ({len(names)}): " + ", ".join(printable(name) for name in names[:10])
@@ -441,21 +496,38 @@ def merge(parts: list[Path], out: Path, *, log=print) -> dict:
             manifests.append(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise MergeError(f"{part} holds no {CLASS_FILE}: is it the --out folder of a `grade batch`?") from None
-        except (OSError, ValueError) as exc:
-            raise MergeError(f"cannot read {path}: {exc}") from None
-    if any(part.resolve() == out.resolve() for part in parts):
-        raise MergeError("--out must be a new folder, not one of the shards")
+        except OSError as exc:
+            raise MergeError(f"cannot read {path}: {exc.strerror}") from None
+        except ValueError:
+            raise MergeError(f"{path} is not as this version of `grade batch` writes it: grade that shard again") from None
+    if any(out.resolve() == part.resolve() or out.resolve().is_relative_to(part.resolve()) for part in parts):
+        raise MergeError("--out must be a new folder outside the shards' folders")
+    for part, manifest in zip(parts, manifests):
+        if not well_formed(manifest):
+            raise MergeError(f"{part / CLASS_FILE} is not as this version of `grade batch` writes it: "
+                             f"grade that shard again")
+        if manifest["shard"] is None:
+            raise MergeError(f"{part} was graded without --shard: merge joins the outputs of "
+                             f"`grade batch --shard I/N`, one for each I from 1 to N")
     whole = merged_manifest(manifests)
-    wanted = {(s["student"], s["exercise"], s["sha256"], whole["grader_version"]) for s in whole["submissions"]}
-    records = {}
-    for part in parts:
-        for record in load_results(part / "results.jsonl"):
+    version = whole["grader_version"]
+    records, unfinished = {}, []
+    for part, manifest in zip(parts, manifests):
+        wanted = {(s["student"], s["exercise"], s["sha256"], version) for s in manifest["submissions"]}
+        try:
+            found = load_results(part / "results.jsonl")
+        except OSError as exc:
+            raise MergeError(f"cannot read {part / 'results.jsonl'}: {exc.strerror}") from None
+        for record in found:
             key = (record["student"], record["exercise"], record["sha256"], record["grader_version"])
             if key in wanted:
                 records[key] = record
-    ungraded = len(wanted) - len(records)
-    if ungraded:
-        raise MergeError(f"{ungraded} submissions have no result yet: finish those shards (run them again) first")
+        missing = len(wanted - set(records))
+        if missing:
+            unfinished.append(f"{part} lacks {missing}")
+    if unfinished:
+        raise MergeError("some submissions have no result yet (" + "; ".join(unfinished)
+                         + "): run those shards' `grade batch` again to finish them")
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / "results.jsonl", "".join(json.dumps(records[key], sort_keys=True) + "\n"
                                                     for key in sorted(records)))

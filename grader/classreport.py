@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from html import escape
 
-from grader.classbook import not_submitted
+from grader.classbook import not_submitted, printable
 from grader.compare import FileResult, Status
 from grader.exercises import BY_ID
 from grader.picture import NOT_ASKED, PAGE_CSS, STYLE, page
@@ -53,7 +53,7 @@ def _badge(status: str) -> str:
 
 
 def _link(student) -> str:
-    return f"<a href='feedback/{escape(student.feedback)}.html'>{escape(student.name)}</a>"
+    return f"<a href='feedback/{escape(student.feedback)}.html'><bdi>{escape(student.name)}</bdi></a>"
 
 
 def columns(manifest: dict, students) -> list[tuple[str, str]]:
@@ -109,7 +109,8 @@ def heatmap(manifest: dict, students) -> str:
                    f"{escape(gradient)}</text>")
     for row, student in enumerate(rows):
         y = head + row * (CELL + GAP)
-        name = student.name if len(student.name) * 7 + 16 <= label else student.name[: (label - 16) // 7 - 1] + "…"
+        name = printable(student.name)  # (SVG text has no <bdi>: direction controls are dropped)
+        name = name if len(name) * 7 + 16 <= label else name[: (label - 16) // 7 - 1] + "…"
         out.append(f"<a href='feedback/{escape(student.feedback)}.html'><text x='{label - 8}' y='{y + CELL - 3}' "
                    f"text-anchor='end'><title>{escape(student.name)}</title>{escape(name)}</text></a>")
         for x, (exercise, gradient) in zip(xs, cols):
@@ -214,22 +215,29 @@ def report_page(manifest: dict, students, summary: dict) -> str:
            f"exercises {', '.join(manifest['assigned']) or 'none'} · mean {mean:.1f}/{most:g}"
            + (f" · {summary['late']} late" if summary.get("late") else ""))
     others = []
-    for key, title in (("unrecognised", "Files that answer no exercise"), ("duplicates", "Earlier attempts, not graded"),
-                       ("skipped", "Not read (unsafe)")):
+    for key, title in (("unrecognised", "Files that answer no exercise"),
+                       ("unassigned", "Files for exercises not in this assignment, not graded"),
+                       ("duplicates", "Earlier attempts, not graded"),
+                       ("skipped", "Not read (unsafe, or the outputs of a batch)")):
         if summary.get(key):
             others.append(f"<h2>{title} ({len(summary[key])})</h2><p>"
                           + ", ".join(f"<code>{escape(n)}</code>" for n in summary[key]) + "</p>")
+    assigned = manifest["assigned"]
     students_table = "".join(
-        f"<tr><td>{_link(s)}</td><td>{s.total:g}/{s.max_total:g}</td><td>{_badge(s.status)}</td>"
-        f"<td>{escape(' '.join(s.late))}</td></tr>" for s in students)
+        f"<tr><td>{_link(s)}</td><td>{s.total:g}/{s.max_total:g}</td>"
+        + "".join(f"<td>{s.records[e]['score']:g}</td>" if e in s.records else "<td>·</td>" for e in assigned)
+        + f"<td>{_badge(s.status)}</td><td>{escape(' '.join(s.late))}</td></tr>" for s in students)
     body = (f"<h1>Class report</h1><p class='cr-sub'>{escape(sub)}</p><div class='cr-counts'>{counts}</div>"
             f"<h2>Needs attention</h2>{_attention_table(summary, by_name)}"
-            f"<h2>Gradients, hardest first</h2>{_gradient_table(summary)}"
+            f"<h2>Gradients, hardest first</h2><p class='cr-sub'>Counted over the files that ran through: one that "
+            f"stopped (a syntax error, a time limit) or came back blank is in the list above instead.</p>"
+            f"{_gradient_table(summary)}"
             f"<div class='cr-graphs'><div><h2>Scores</h2>{histogram(students)}</div>"
             f"<div><h2>Every student, every gradient</h2>{heatmap(manifest, students)}</div></div>"
             + "".join(others)
-            + f"<h2>Students</h2><table class='cr'><tr><th>student</th><th>score</th><th>status</th><th>late</th></tr>"
-              f"{students_table}</table>")
+            + "<h2>Students</h2><table class='cr'><tr><th>student</th><th>total</th>"
+            + "".join(f"<th>{escape(e)}</th>" for e in assigned)
+            + f"<th>status</th><th>late</th></tr>{students_table}</table>")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Class report · backprop-ninja</title>"
             f"<style>{PAGE_CSS}{REPORT_CSS}</style></head><body>{body}</body></html>\n")
 

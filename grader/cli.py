@@ -192,6 +192,11 @@ def batch_command(submissions, out, jobs, timeout, exercise_ids, sandbox, studen
                   log=lambda text: click.echo(text), warn=lambda text: click.echo(text, err=True))
     except (BatchError, ValueError) as exc:
         raise BadInput(str(exc)) from None
+    except OSError as exc:  # --out cannot be written: a file, not a folder; a full disk (what was graded is kept)
+        if exc.errno is None:
+            raise
+        where = exc.filename or out
+        raise BadInput(f"cannot write {where}: {exc.strerror}; results.jsonl keeps what was graded") from None
     except KeyboardInterrupt:
         _say_interrupted()
         sys.exit(130)
@@ -208,9 +213,13 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
     if text is None:
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    from grader.classbook import MAX_SHARDS
+
+    match = re.fullmatch(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*", text)
     if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
         raise BadInput(f"--shard {text}: write it I/N, with I from 1 to N (e.g. --shard 2/3)")
+    if int(match.group(2)) > MAX_SHARDS:
+        raise BadInput(f"--shard {text}: N may be at most {MAX_SHARDS}")
     return int(match.group(1)), int(match.group(2))
 
 

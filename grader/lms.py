@@ -23,13 +23,13 @@ from dataclasses import dataclass
 LATE = re.compile(r"(?:^|[\s_.\-()])(?:LATE|late)(?=$|[\s_.\-()])")
 # A numbered upload: Canvas's `-2`, a browser's ` (2)`.
 ATTEMPT = re.compile(r"(?:-(?P<dash>\d{1,3})|\s*\((?P<paren>\d{1,3})\))$")
-PATTERNS = [
+PATTERNS = [  # the most specific first: a Blackboard name also fits Canvas's rule when its user is a number
+    # Blackboard: assignment, user name, the attempt's time, the file's own name
+    r"^.+?_(?P<student>[^_]+)_attempt_(?P<when>\d{4}(?:-\d\d){5})(?:_(?P<file>.+))?$",
     # Moodle: full name, participant id, the plugin, the file's own name
     r"^(?P<student>.+?)_\d+_assignsubmission_[a-z]+_(?P<file>.*)$",
     # Canvas: name, LATE, user id, submission id, the file's own name
     r"^(?P<student>[^_]+?)(?:_LATE)?_\d+(?:_\d+)?_(?P<file>.+)$",
-    # Blackboard: assignment, user name, the attempt's time, the file's own name
-    r"^.+?_(?P<student>[^_]+)_attempt_(?P<when>\d{4}(?:-\d\d){5})(?:_(?P<file>.+))?$",
     # by hand: the student, separators (and maybe LATE), the exercise
     r"^(?P<student>.+?)[\s_.\-]+(?:(?:LATE|late)[\s_.\-]+)?(?P<file>ex\d.*)$",
 ]

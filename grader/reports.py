@@ -26,7 +26,9 @@ _ESCAPES = re.compile(
     r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"  # OSC: window titles, hyperlinks
     r"|\x1b[ -/]*[0-~]?"  # any other escape (`ESC c` resets the terminal, `ESC ( 0` draws lines)
 )
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t and \n
+# All but \t and \n; and the direction overrides and isolates, which reorder the text after them
+# (a name could turn the names beside it around).
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 

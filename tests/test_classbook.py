@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,9 @@ NO_BESSEL = replace_line(SOLUTION, "dbndiff2 =", "dbndiff2 = (1.0/n)*torch.ones_
     ("ex1_backprop_all", None, False, ("", 0)),  # no student in the name: the caller uses the stem
     ("readme", None, False, ("", 0)),
     ("Latey_ex1", "Latey", False, ("", 0)),  # a name with `late` in it is not LATE
+    ("Homework 4_20231234_attempt_2026-03-01-10-00-00_ex2_cross_entropy", "20231234", False,
+     ("2026-03-01-10-00-00", 0)),  # a Blackboard user that is a number is not Canvas's user id
+    ("HW_4_jdoe_attempt_2026-03-01-10-00-00_ex2", "jdoe", False, ("2026-03-01-10-00-00", 0)),
 ])
 def test_lms_names_say_who_when_and_which_attempt(stem, student, late, attempt):
     named = read_name(stem)
@@ -213,7 +217,7 @@ def test_the_printed_summary_has_the_five_hardest_gradients_and_who_needs_attent
                            ("oscar", "ex1 error: syntax error"), ("eve", "is empty")]:
         assert f"{student}  {words}" in attention or (student in attention and words in attention), student
     assert attention.index("mallory") < attention.index("lee") < attention.index("oscar")  # the most urgent first
-    assert "\n  ex1 not submitted by 6: Zoe Park, ivan, kim, quinn, rita, tom\n" in attention
+    assert "\n  ex1 not submitted by 6: ivan, kim, quinn, rita, tom, Zoe Park\n" in attention  # by name, any case
     assert "\n  ex2 not submitted by 20: ben, dave, eve, ivan, jones, kim ...\n" in attention  # Zoe did, by Moodle
     assert "26 dbndiff" not in printed and len(printed.splitlines()) < 45
 
@@ -276,7 +280,7 @@ def test_a_class_graded_in_three_shards_and_merged_is_the_class_graded_at_once(g
     (shards[1] / "results.jsonl").write_text("".join(lines[:-2]))
     merged = tmp_path / "merged"
     early = subprocess.run([*GRADE, "merge", *map(str, shards), "--out", str(merged)], capture_output=True, text=True)
-    assert early.returncode == 2 and "2 submissions have no result yet" in early.stderr and not merged.exists()
+    assert early.returncode == 2 and f"no result yet ({shards[1]} lacks 2)" in early.stderr and not merged.exists()
     again = subprocess.run([*GRADE, "batch", str(root / "submissions"), "--out", str(shards[1]), "--jobs", "1",
                             "--exercise", "ex1,ex2,ex3,ex4", "--shard", "2/3"], capture_output=True, text=True, timeout=600)
     assert f"{sizes[1] - 2} already graded, 2 to grade" in again.stdout
@@ -292,17 +296,20 @@ def test_a_class_graded_in_three_shards_and_merged_is_the_class_graded_at_once(g
         assert (merged / "feedback" / name).read_bytes() == (whole / "feedback" / name).read_bytes(), name
 
     for parts, words in [(shards[:2], "shard 3/3 is missing"), ([shards[0], *shards], "shard 1/3 is given twice"),
-                         ([*shards, tmp_path], "holds no class.json")]:
+                         ([*shards, tmp_path], "holds no class.json"), ([root / "out"], "graded without --shard")]:
         bad = subprocess.run([*GRADE, "merge", *map(str, parts), "--out", str(tmp_path / "bad")],
                              capture_output=True, text=True)
         assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr, words
+    inside = subprocess.run([*GRADE, "merge", *map(str, shards), "--out", str(shards[0] / "feedback" / "all")],
+                            capture_output=True, text=True)  # grading shard 1 again would delete it
+    assert inside.returncode == 2 and "outside the shards' folders" in inside.stderr
 
 
 def test_shards_of_two_different_classes_are_refused(tmp_path):
     from grader.classbook import MergeError, merged_manifest
 
     part = {"shard": [1, 2], "fingerprint": "a", "grader_version": "1", "assigned": ["ex1"], "submissions": [],
-            "unrecognised": [], "duplicates": [], "skipped": [], "owners": {}}
+            "unrecognised": [], "unassigned": [], "duplicates": [], "skipped": [], "owners": {}}
     assert merged_manifest([part, {**part, "shard": [2, 2]}])["shard"] is None
     for change, words in [({"fingerprint": "b"}, "different submissions"), ({"grader_version": "2"}, "versions"),
                           ({"assigned": ["ex2"]}, "different exercises"), ({"shard": [2, 3]}, "numbers of shards")]:
@@ -315,3 +322,146 @@ def test_a_bad_shard_is_one_sentence_and_exit_2(tmp_path):
         ran = subprocess.run([*GRADE, "batch", str(tmp_path), "--out", str(tmp_path / "o"), "--shard", shard],
                              capture_output=True, text=True)
         assert ran.returncode == 2 and "--shard" in ran.stderr and "Traceback" not in ran.stderr, shard
+
+
+def test_a_shard_folder_not_written_by_a_batch_is_refused_in_one_sentence(tmp_path):
+    good = {"grader_version": "1", "fingerprint": "f", "assigned": ["ex1"], "shard": [1, 1], "submissions": [],
+            "unrecognised": [], "unassigned": [], "duplicates": [], "skipped": [], "owners": {}}
+    for number, broken in enumerate(["{ cut short", "[]", json.dumps({**good, "shard": "1/1"}),
+                                     json.dumps({k: v for k, v in good.items() if k != "owners"}),
+                                     json.dumps({**good, "assigned": ["ex9"]}),
+                                     json.dumps({**good, "submissions": [{"student": 1}]})]):
+        part = tmp_path / f"part{number}"
+        part.mkdir()
+        (part / "class.json").write_text(broken)
+        ran = subprocess.run([*GRADE, "merge", str(part), "--out", str(tmp_path / f"out{number}")],
+                             capture_output=True, text=True)
+        assert ran.returncode == 2 and "Traceback" not in ran.stderr, (broken, ran.stderr)
+        assert "class.json" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+        assert not (tmp_path / f"out{number}").exists()
+
+
+def test_a_student_who_handed_in_only_another_exercise_is_missing_the_assigned_one(tmp_path):
+    from grader.batch import run_batch
+
+    (tmp_path / "class" / "alice").mkdir(parents=True)
+    (tmp_path / "class" / "bob").mkdir()
+    (tmp_path / "class" / "alice" / "ex1_backprop_all.py").write_text(EX1.stub_path.read_text())
+    (tmp_path / "class" / "bob" / "ex2_cross_entropy.py").write_text(EX2_SOLUTION)
+    summary = run_batch(submissions=tmp_path / "class", out=tmp_path / "out", jobs=1, exercises=("ex1",),
+                        log=lambda text: None, progress_stream=open(os.devnull, "w"))
+    book = rows(tmp_path / "out")
+    assert (book["bob"]["total"], book["bob"]["status"], book["bob"]["ex1"]) == ("0", "missing", "")
+    assert "ex2" not in book["bob"] and summary["unassigned"] == ["bob/ex2_cross_entropy.py"]
+    assert book["alice"]["status"] == "partial"
+    said = []
+    run_batch(submissions=tmp_path / "class", out=tmp_path / "out", jobs=1, exercises=("ex1", "ex2"),
+              log=said.append, progress_stream=open(os.devnull, "w"))
+    assert any(line.startswith("note: the last run into") and "was for ex1; this one is for ex1, ex2" in line
+               for line in said), said
+    assert rows(tmp_path / "out")["bob"]["ex2"] == "1"
+
+
+def test_the_output_folder_inside_the_submissions_is_not_taken_for_a_student(tmp_path):
+    from grader.batch import run_batch
+
+    (tmp_path / "class" / "alice").mkdir(parents=True)
+    (tmp_path / "class" / "alice" / "ex1_backprop_all.py").write_text(EX1.stub_path.read_text())
+    out = tmp_path / "class" / "graded"
+    for _ in range(2):  # the second run finds the first one's outputs beside the students' folders
+        summary = run_batch(submissions=tmp_path / "class", out=out, jobs=1, log=lambda text: None,
+                            progress_stream=open(os.devnull, "w"))
+    assert list(rows(out)) == ["alice"] and summary["unrecognised"] == []
+
+
+def test_a_folder_without_submissions_is_one_sentence_and_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hello")
+    for folder, words in [("empty", "there is no submission in"), ("notes", "(1 files, none of them an exercise's")]:
+        ran = subprocess.run([*GRADE, "batch", str(tmp_path / folder), "--out", str(tmp_path / "out")],
+                             capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 2 and words in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
+        assert not (tmp_path / "out" / "gradebook.csv").exists()
+
+
+# --- what a hostile name, a corrupt file or a careless command must not do ---
+
+
+def stub_class(folder: Path, students: list[str]) -> None:
+    """A folder per student, each with exercise 1's stub (graded without running anything)."""
+    for name in students:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "ex1_backprop_all.py").write_text(EX1.stub_path.read_text())
+
+
+def batch(folder: Path, out: Path, **options) -> dict:
+    from grader.batch import run_batch
+
+    said = options.pop("said", [])
+    return run_batch(submissions=folder, out=out, jobs=1, log=said.append, progress_stream=open(os.devnull, "w"),
+                     **options)
+
+
+def test_no_name_can_take_a_file_name_that_breaks_the_outputs_or_is_anothers(tmp_path):
+    from grader.classbook import feedback_names
+
+    names = ["(alice)", "Alice", "alice", "b" * 250, "\u202eevil", "ctl\x1b[2Jx"]
+    stub_class(tmp_path / "class", names)
+    batch(tmp_path / "class", tmp_path / "out")
+    files = {name: stem for name, stem in feedback_names(sorted(names, key=lambda n: (n.casefold(), n))).items()}
+    assert files["Alice"] == "Alice" and files["(alice)"].startswith("alice-")  # an exact name is its owner's
+    assert files["alice"].startswith("alice-")  # (on a disk that ignores case, `Alice` had it first)
+    assert len(files["b" * 250]) == 80 and len({stem.casefold() for stem in files.values()}) == len(names)
+    written = sorted(p.name for p in (tmp_path / "out" / "feedback").iterdir())
+    assert len(written) == 3 * len(names)
+    assert (tmp_path / "out" / "feedback" / "Alice.txt").read_text().startswith("Alice: 0/26")
+    for path in (tmp_path / "out").rglob("*"):
+        if path.suffix in (".txt", ".csv"):
+            assert "\x1b" not in path.read_text() and "\u202e" not in path.read_text(), path
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<bdi>\u202eevil</bdi>" in page  # the override cannot turn the names after it around
+
+
+def test_a_corrupt_line_of_results_is_graded_again_and_a_changed_setting_regrades(tmp_path):
+    stub_class(tmp_path / "class", ["alice", "bob"])
+    out = tmp_path / "out"
+    batch(tmp_path / "class", out)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    for broken in ({**record, "result": {}}, {**record, "score": "1"}, {**record, "report": None},
+                   {**record, "result": {**record["result"], "results": [{"name": "dh", "status": "bogus"}]}},
+                   {**record, "result": {**record["result"], "training": {"passed": False}}}):
+        (out / "results.jsonl").write_text(json.dumps(broken) + "\n" + lines[1] + "\n")
+        said = []
+        batch(tmp_path / "class", out, said=said)
+        assert "1 already graded, 1 to grade" in said[0], said
+        lines = (out / "results.jsonl").read_text().splitlines()[-2:]
+    said = []
+    batch(tmp_path / "class", out, said=said, timeout=7.0)  # another --timeout: its verdicts may differ
+    assert "0 already graded, 2 to grade" in said[0], said
+
+
+def test_the_outputs_of_other_batches_among_the_submissions_are_not_students(tmp_path):
+    stub_class(tmp_path / "class", ["alice"])
+    batch(tmp_path / "class", tmp_path / "class" / "graded-1")  # (a shard's folder, say)
+    summary = batch(tmp_path / "class", tmp_path / "class" / "graded-2")
+    assert summary["unrecognised"] == [] and summary["skipped"] == ["graded-1 (the outputs of a grade batch)"]
+
+
+def test_one_student_however_their_name_is_typed(tmp_path):
+    (tmp_path / "class").mkdir()
+    (tmp_path / "class" / "Jos\u00e9_ex1_backprop_all.py").write_text(EX1.stub_path.read_text())  # é as one character
+    (tmp_path / "class" / "Jose\u0301_ex2_cross_entropy.py").write_text(EX2_SOLUTION)  # e and a combining accent
+    assert {s.student for s in discover(tmp_path / "class").submissions} == {"Jos\u00e9"}
+
+
+def test_an_unusable_out_or_shard_is_one_sentence(tmp_path):
+    stub_class(tmp_path / "class", ["alice"])
+    (tmp_path / "afile").write_text("")
+    for args, words in [(["--out", str(tmp_path / "afile")], "is a file"),
+                        (["--out", str(tmp_path / "o"), "--shard", "1/99999999999999999999"], "write it I/N"),
+                        (["--out", str(tmp_path / "o"), "--shard", "1/20000"], "at most 10000")]:
+        ran = subprocess.run([*GRADE, "batch", str(tmp_path / "class"), *args], capture_output=True, text=True,
+                             timeout=120)
+        assert ran.returncode == 2 and words in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
