@@ -19,7 +19,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.classreport import not_submitted, report_page, student_page
 from grader.exercises import BY_ID
+from grader.outputs import load_results, replace_folder, safe_cell, write_atomically, write_plainly
 
 # A student's status is the most urgent of their exercises'.
 STATUSES = ("policy", "timeout", "error", "missing", "partial", "ok")
@@ -253,15 +255,6 @@ def attention(students: list[Student]) -> list[dict]:
     return sorted(out, key=lambda item: urgency.index(item["status"]))  # the most urgent first, then by name
 
 
-def not_submitted(summary: dict) -> dict[str, list[str]]:
-    """exercise -> the students who did not hand it in (from the summary's attention list)."""
-    out: dict[str, list[str]] = {}
-    for item in summary["needs_attention"]:
-        if item["status"] == "missing":
-            out.setdefault(item["exercise"], []).append(item["student"])
-    return {exercise: sorted(out[exercise], key=lambda n: (n.casefold(), n)) for exercise in BY_ID if exercise in out}
-
-
 def hint_kind(result: dict) -> str | None:
     """A short label for what went wrong, to count across a class."""
     import re
@@ -370,8 +363,6 @@ def feedback_header(student: Student, assigned: list[str]) -> list[str]:
 
 
 def gradebook_csv(manifest: dict, students: list[Student]) -> str:
-    from grader.batch import safe_cell
-
     assigned = manifest["assigned"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -419,9 +410,6 @@ def summarise(manifest: dict, students: list[Student]) -> dict:
 def write_outputs(out: Path, *, log=print) -> dict:
     """The gradebook, each student's feedback, the summary and the report, from OUT/class.json and
     OUT/results.jsonl; returns the summary."""
-    from grader.batch import _replace_folder, load_results, write_atomically, write_plainly
-    from grader.classreport import report_page, student_page
-
     manifest = json.loads((out / CLASS_FILE).read_text(encoding="utf-8"))
     students = standings(manifest, load_results(out / "results.jsonl"))
     assigned = manifest["assigned"]
@@ -437,7 +425,7 @@ def write_outputs(out: Path, *, log=print) -> dict:
                           "[\n" + ",\n".join(json.dumps(r["result"]) for r in rows) + "\n]\n")
             write_plainly(folder / f"{student.feedback}.html", student_page(student, feedback_header(student, assigned)))
 
-    _replace_folder(out / "feedback", write_feedback)
+    replace_folder(out / "feedback", write_feedback)
     summary = summarise(manifest, students)
     write_atomically(out / "summary.json", json.dumps(summary, indent=2))
     write_atomically(out / "report.html", report_page(manifest, students, summary))
@@ -487,8 +475,6 @@ def summary_text(summary: dict, out: Path | None = None, *, most: int = 12) -> s
 
 def merge(parts: list[Path], out: Path, *, log=print) -> dict:
     """One class's outputs from its shards' output folders (each `grade batch --shard I/N`)."""
-    from grader.batch import load_results, write_atomically
-
     manifests = []
     for part in parts:
         path = part / CLASS_FILE

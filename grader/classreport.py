@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from html import escape
 
-from grader.classbook import not_submitted, printable
 from grader.compare import FileResult, Status
 from grader.exercises import BY_ID
 from grader.picture import NOT_ASKED, PAGE_CSS, STYLE, page
+from grader.reports import printable
 
 STATUS_COLOURS = {"ok": "#1a7f37", "partial": "#9a6700", "error": "#8250df", "timeout": "#bc4c00",
                   "policy": "#cf222e", "missing": "#6e7781", "unrecognised": "#6e7781", "blank": "#6e7781"}
@@ -161,6 +161,15 @@ def histogram(students) -> str:
         out.append(f"<text x='{x + bar / 2}' y='{top + tall + 16}' text-anchor='middle' font-size='10'>{labels[index]}</text>")
     out.append(f"<text x='{width / 2}' y='{height - 6}' text-anchor='middle'>% of the marks</text></svg>")
     return "".join(out)
+
+
+def not_submitted(summary: dict) -> dict[str, list[str]]:
+    """exercise -> the students who did not hand it in (from the summary's attention list)."""
+    out: dict[str, list[str]] = {}
+    for item in summary["needs_attention"]:
+        if item["status"] == "missing":
+            out.setdefault(item["exercise"], []).append(item["student"])
+    return {exercise: sorted(out[exercise], key=lambda n: (n.casefold(), n)) for exercise in BY_ID if exercise in out}
 
 
 def _attention_table(summary: dict, by_name: dict) -> str:

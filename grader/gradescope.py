@@ -165,8 +165,8 @@ def _results(submission: Path, timeout: float, settings: Settings, exercises: tu
 
 
 def write_results(results: dict, path: Path = RESULTS) -> None:
-    """Write results.json whole or not at all (`batch.write_atomically`)."""
-    from grader.batch import write_atomically
+    """Write results.json whole or not at all (`outputs.write_atomically`)."""
+    from grader.outputs import write_atomically
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(results, indent=2))

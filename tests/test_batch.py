@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import discover, load_results, run_batch, safe_cell, student_from_name
+from grader.batch import discover, run_batch, student_from_name
+from grader.outputs import load_results, safe_cell
 from grader.exercises import EX1, EX2
 from grader.sandbox import bwrap_path
 

@@ -29,7 +29,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import grader.batch as batch
-from grader.batch import MAX_SUBMISSION_BYTES, load_results, run_batch, safe_cell, write_atomically
+import grader.classbook as classbook
+from grader.batch import MAX_SUBMISSION_BYTES, run_batch
+from grader.outputs import load_results, safe_cell, write_atomically
 from grader.compare import Status
 from grader.exercises import EX1, EX2, EX3, EX4
 from grader.network import reference
@@ -641,7 +643,7 @@ def test_feedback_is_swapped_in_whole_or_not_at_all(tmp_path, monkeypatch):
     grade_class(folder, out)
     before = {path.name: path.read_text() for path in (out / "feedback").iterdir()}
     listing = sorted(os.listdir(out))
-    real, calls = batch.write_plainly, []
+    real, calls = classbook.write_plainly, []
 
     def full_disk(path, text):
         calls.append(path)
@@ -649,7 +651,7 @@ def test_feedback_is_swapped_in_whole_or_not_at_all(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(path, text)
 
-    monkeypatch.setattr(batch, "write_plainly", full_disk)
+    monkeypatch.setattr(classbook, "write_plainly", full_disk)
     with pytest.raises(OSError):
         grade_class(folder, out)
     assert {path.name: path.read_text() for path in (out / "feedback").iterdir()} == before
