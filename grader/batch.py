@@ -31,13 +31,13 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.classbook import CLASS_FILE, class_manifest, shard_of, write_outputs
+from grader.classbook import CLASS_FILE, MAX_SHARDS, class_manifest, in_shard, valid_shard, write_outputs
 from grader.compare import FileResult, Settings
-from grader.exercises import BY_ID, EXERCISES, Exercise
+from grader.exercises import EXERCISES, Exercise, assigned_exercises
 from grader.execution import DEFAULT_TIMEOUT, SubmissionError, incidents, use_executor
 from grader.grading import Loaded
 from grader.lms import Named, in_folder, read_folder, read_name
-from grader.outputs import load_results, write_atomically
+from grader.outputs import load_results, record_key, write_atomically
 from grader.reports import printable
 
 SUFFIXES = (".py", ".ipynb")
@@ -425,14 +425,16 @@ def run_batch(*, submissions: Path, out: Path, jobs: int | None = None, timeout:
 
     `exercises` is the assignment (default: every exercise someone handed in): only those are graded,
     and a student who did not hand one in is `missing` it. With `shard` (I, N), only the students of
-    shard I of N are graded (`classbook.shard_of`); `grade merge` joins the N outputs."""
+    shard I of N are graded (`classbook.in_shard`); `grade merge` joins the N outputs."""
     from grader.sandbox import Worker, bwrap_path
 
-    for exercise in exercises or ():
-        if exercise not in BY_ID:
-            raise BatchError(f"there is no exercise {exercise!r}; choose one of {', '.join(BY_ID)}")
-    if shard is not None and not (shard[1] >= 1 and 1 <= shard[0] <= shard[1]):
-        raise BatchError(f"--shard {shard[0]}/{shard[1]}: I must be between 1 and N")
+    if exercises:
+        try:
+            exercises = assigned_exercises(exercises)
+        except ValueError as exc:
+            raise BatchError(str(exc)) from None
+    if shard is not None and not valid_shard(*shard):
+        raise BatchError(f"--shard {shard[0]}/{shard[1]}: I must be between 1 and N, and N at most {MAX_SHARDS}")
     if student_pattern is not None:
         try:
             if "student" not in re.compile(student_pattern).groupindex:
@@ -488,10 +490,9 @@ def _run(submissions, out, workers, timeout, exercises, student_pattern, setting
     assigned = list(exercises) if exercises else [e.id for e in EXERCISES
                                                   if any(s.exercise is e for s in found.submissions)]
     manifest = class_manifest(found, version, assigned, shard)
-    mine = found.submissions if shard is None else [s for s in found.submissions
-                                                    if shard_of(s.student, shard[1]) == shard[0] - 1]
+    mine = [s for s in found.submissions if in_shard(s.student, shard)]
     results_path = out / "results.jsonl"
-    done = {(r["student"], r["exercise"], r["sha256"], r["grader_version"]) for r in load_results(results_path)}
+    done = {record_key(r) for r in load_results(results_path)}
     pending = [s for s in mine if (s.student, s.exercise.id, s.digest, version) not in done]
     log((f"shard {shard[0]}/{shard[1]}: " if shard else "")
         + f"{len(mine)} submissions from {len({s.student for s in mine})} students; "

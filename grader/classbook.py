@@ -15,13 +15,16 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.classreport import not_submitted, report_page, student_page
+from grader.execution import ran_out_of_time
 from grader.exercises import BY_ID
-from grader.outputs import load_results, replace_folder, safe_cell, write_atomically, write_plainly
+from grader.outputs import load_results, record_key, replace_folder, safe_cell, write_atomically, write_plainly
+from grader.reports import printable
 
 # A student's status is the most urgent of their exercises'.
 STATUSES = ("policy", "timeout", "error", "missing", "partial", "ok")
@@ -36,21 +39,26 @@ class MergeError(Exception):
 # --- what a batch found ---
 
 
-def shard_of(key: str, shards: int) -> int:
-    """Which of `shards` shards (0-based) a student belongs to: the same on every machine and in every
-    run, whatever else is in the class."""
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "big") % shards
+def valid_shard(index: int, shards: int) -> bool:
+    """Whether shard `index` of `shards` (I/N, from 1) is one `grade batch --shard` accepts."""
+    return 1 <= index <= shards <= MAX_SHARDS
+
+
+def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a student (or a file, by its name) belongs to shard (I, N), from 1; everything belongs
+    to no shard (None). The same on every machine and in every run, whatever else is in the class."""
+    if shard is None:
+        return True
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8]
+    return int.from_bytes(digest, "big") % shard[1] == shard[0] - 1
 
 
 def class_manifest(found, version: str, assigned: list[str], shard: tuple[int, int] | None = None) -> dict:
-    """What a batch found, as OUT/class.json: every submission graded (and its digest, late flag and
-    attempt), and every file not graded. With `shard` (I, N), only the students of shard I of N; the
+    """What a batch found, as OUT/class.json: every submission graded (its file, digest and late
+    flag), and every file not graded. With `shard` (I, N), only the students of shard I of N; the
     class's fingerprint is of the whole class, so merged shards can be checked to be of one class."""
     everything = sorted(f"{s.student}\0{s.exercise.id}\0{s.digest}" for s in found.submissions)
     fingerprint = hashlib.sha256("\n".join(everything + sorted(found.unrecognised)).encode("utf-8", "surrogatepass"))
-
-    def mine(key: str) -> bool:
-        return shard is None or shard_of(key, shard[1]) == shard[0] - 1
 
     return {
         "grader_version": version,
@@ -58,12 +66,12 @@ def class_manifest(found, version: str, assigned: list[str], shard: tuple[int, i
         "shard": list(shard) if shard else None,
         "fingerprint": fingerprint.hexdigest(),
         "submissions": [{"student": s.student, "exercise": s.exercise.id, "file": s.name, "sha256": s.digest,
-                         "late": s.late} for s in found.submissions if mine(s.student)],
-        "unrecognised": sorted(name for name in found.unrecognised if mine(found.owners.get(name, name))),
-        "unassigned": sorted(name for name in found.unassigned if mine(found.owners.get(name, name))),
-        "owners": {name: student for name, student in found.owners.items() if mine(student)},
-        "duplicates": sorted(name for name in found.duplicates if mine(name)),
-        "skipped": sorted(name for name in found.skipped if mine(name)),
+                         "late": s.late} for s in found.submissions if in_shard(s.student, shard)],
+        "unrecognised": sorted(name for name in found.unrecognised if in_shard(found.owners.get(name, name), shard)),
+        "unassigned": sorted(name for name in found.unassigned if in_shard(found.owners.get(name, name), shard)),
+        "owners": {name: student for name, student in found.owners.items() if in_shard(student, shard)},
+        "duplicates": sorted(name for name in found.duplicates if in_shard(name, shard)),
+        "skipped": sorted(name for name in found.skipped if in_shard(name, shard)),
     }
 
 
@@ -75,8 +83,7 @@ def well_formed(manifest) -> bool:
         return (isinstance(manifest["grader_version"], str) and isinstance(manifest["fingerprint"], str)
                 and strings(manifest["assigned"]) and all(e in BY_ID for e in manifest["assigned"])
                 and (shard is None or (isinstance(shard, list) and len(shard) == 2
-                                       and all(type(x) is int for x in shard)
-                                       and 1 <= shard[0] <= shard[1] <= MAX_SHARDS))
+                                       and all(type(x) is int for x in shard) and valid_shard(*shard)))
                 and all(strings(manifest[key]) for key in ("unrecognised", "unassigned", "duplicates", "skipped"))
                 and isinstance(manifest["owners"], dict)
                 and all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["owners"].items())
@@ -122,8 +129,6 @@ def merged_manifest(parts: list[dict]) -> dict:
 
 def exercise_status(record: dict) -> str:
     """`ok`, `partial`, `error`, `timeout` or `policy` for one graded exercise."""
-    from grader.execution import ran_out_of_time
-
     result = record["result"]
     if any(r.get("policy") for r in result["results"]):
         return "policy"
@@ -178,8 +183,6 @@ MAX_FILENAME = 80  # characters of a feedback file's name, before its suffix (fi
 def safe_filename(student: str, taken: set[str]) -> str:
     """A file name for a student's feedback: letters, digits, `.`, `_` and `-`, at most MAX_FILENAME
     characters, and unique in `taken` ignoring case (as a case-insensitive disk sees it)."""
-    import re
-
     base = re.sub(r"[^A-Za-z0-9._-]", "_", student).strip("._")[:MAX_FILENAME] or "student"
     name, n = base, 2
     while name.casefold() in taken:
@@ -206,7 +209,7 @@ def standings(manifest: dict, records: list[dict]) -> list[Student]:
     """Every student of the class, in name order, with the results of what they handed in."""
     latest = {}
     for record in records:  # the last line for a key wins
-        latest[(record["student"], record["exercise"], record["sha256"], record["grader_version"])] = record
+        latest[record_key(record)] = record
     version, assigned = manifest["grader_version"], manifest["assigned"]
     names = {s["student"] for s in manifest["submissions"]} | set(manifest["owners"].values())
     ordered = sorted(names, key=lambda n: (n.casefold(), n))
@@ -257,8 +260,6 @@ def attention(students: list[Student]) -> list[dict]:
 
 def hint_kind(result: dict) -> str | None:
     """A short label for what went wrong, to count across a class."""
-    import re
-
     status, hint = result["status"], result.get("hint") or ""
     if status in ("exact", "approx"):
         return None
@@ -325,13 +326,6 @@ def gradient_table(manifest: dict, students: list[Student]) -> list[dict]:
 
 
 # --- the outputs ---
-
-
-def printable(text: str) -> str:
-    """`reports.printable` (imported when first needed: it imports torch, which a refused merge need not)."""
-    from grader.reports import printable as made_printable
-
-    return made_printable(text)
 
 
 def _score(value: float) -> str:
@@ -418,12 +412,13 @@ def write_outputs(out: Path, *, log=print) -> dict:
     def write_feedback(folder: Path) -> None:
         for student in students:
             rows = [student.records[e] for e in BY_ID if e in student.records]
-            header = "\n".join(feedback_header(student, assigned))
-            write_plainly(folder / f"{student.feedback}.txt", "\n\n".join([header, *(r["report"] for r in rows)]) + "\n")
+            header = feedback_header(student, assigned)
+            write_plainly(folder / f"{student.feedback}.txt",
+                          "\n\n".join(["\n".join(header), *(r["report"] for r in rows)]) + "\n")
             # One result to a line: `indent` would take the pure-Python encoder, a second a class.
             write_plainly(folder / f"{student.feedback}.json",
                           "[\n" + ",\n".join(json.dumps(r["result"]) for r in rows) + "\n]\n")
-            write_plainly(folder / f"{student.feedback}.html", student_page(student, feedback_header(student, assigned)))
+            write_plainly(folder / f"{student.feedback}.html", student_page(student, header))
 
     replace_folder(out / "feedback", write_feedback)
     summary = summarise(manifest, students)
@@ -505,9 +500,8 @@ def merge(parts: list[Path], out: Path, *, log=print) -> dict:
         except OSError as exc:
             raise MergeError(f"cannot read {part / 'results.jsonl'}: {exc.strerror}") from None
         for record in found:
-            key = (record["student"], record["exercise"], record["sha256"], record["grader_version"])
-            if key in wanted:
-                records[key] = record
+            if record_key(record) in wanted:
+                records[record_key(record)] = record
         missing = len(wanted - set(records))
         if missing:
             unfinished.append(f"{part} lacks {missing}")

@@ -15,10 +15,13 @@ from html import escape
 from grader.compare import FileResult, Status
 from grader.exercises import BY_ID
 from grader.picture import NOT_ASKED, PAGE_CSS, STYLE, page
-from grader.reports import printable
+from grader.reports import HTML_COLOURS, html_text, printable
 
-STATUS_COLOURS = {"ok": "#1a7f37", "partial": "#9a6700", "error": "#8250df", "timeout": "#bc4c00",
-                  "policy": "#cf222e", "missing": "#6e7781", "unrecognised": "#6e7781", "blank": "#6e7781"}
+# A student's status in the colour of the verdict it is closest to; a time-out in orange of its own.
+STATUS_COLOURS = {"ok": HTML_COLOURS[Status.EXACT], "partial": HTML_COLOURS[Status.MISSING],
+                  "error": HTML_COLOURS[Status.ERROR], "timeout": "#bc4c00", "policy": HTML_COLOURS[Status.FAIL],
+                  "missing": HTML_COLOURS[Status.BLANK], "unrecognised": HTML_COLOURS[Status.BLANK],
+                  "blank": HTML_COLOURS[Status.BLANK]}
 CELL, GAP, APART = 15, 2, 12  # px: a heatmap cell, the space between cells, and between exercises
 REPORT_CSS = """
 h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 19px; margin: 30px 0 8px; } h3 { font-size: 16px; margin: 18px 0 6px; }
@@ -39,13 +42,6 @@ svg .cr-mono { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; 
 svg a text { fill: #0969da; }
 code { font-size: 13px; }
 """
-
-
-def _text(text: str) -> str:
-    """Escaped, with `code` in code type (as the hints write it)."""
-    import re
-
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text, quote=False))
 
 
 def _badge(status: str) -> str:
@@ -179,7 +175,7 @@ def _attention_table(summary: dict, by_name: dict) -> str:
     for item in items:
         student = by_name[item["student"]]
         rows.append(f"<tr><td>{_link(student)}</td><td>{escape(item['exercise'] or '')}</td>"
-                    f"<td>{_badge(item['status'])}</td><td class='cr-hint'>{_text(item['why'])}</td></tr>")
+                    f"<td>{_badge(item['status'])}</td><td class='cr-hint'>{html_text(item['why'])}</td></tr>")
     html = ("<table class='cr'><tr><th>student</th><th>exercise</th><th>status</th><th>why</th></tr>"
             + "".join(rows) + "</table>") if rows else "<p>No file needs a look: every one ran.</p>"
     missing = not_submitted(summary)
@@ -198,7 +194,7 @@ def _gradient_table(summary: dict) -> str:
         if row in perfect:
             continue
         share = row["passing"] / row["graded"]
-        mistakes = "<br>".join(f"<span class='cr-n'>{m['count']} ×</span> <span class='cr-hint'>{_text(m['hint'])}</span>"
+        mistakes = "<br>".join(f"<span class='cr-n'>{m['count']} ×</span> <span class='cr-hint'>{html_text(m['hint'])}</span>"
                                for m in row["mistakes"])
         rows.append(f"<tr><td><code>{escape(row['gradient'])}</code></td><td>{escape(row['exercise'])}</td>"
                     f"<td style='white-space:nowrap'><span class='cr-bar'><i style='width:{share:.0%}'></i></span>"

@@ -213,14 +213,15 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
     if text is None:
         return None
-    from grader.classbook import MAX_SHARDS
+    from grader.classbook import MAX_SHARDS, valid_shard
 
     match = re.fullmatch(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*", text)
     if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
         raise BadInput(f"--shard {text}: write it I/N, with I from 1 to N (e.g. --shard 2/3)")
-    if int(match.group(2)) > MAX_SHARDS:
+    shard = int(match.group(1)), int(match.group(2))
+    if not valid_shard(*shard):
         raise BadInput(f"--shard {text}: N may be at most {MAX_SHARDS}")
-    return int(match.group(1)), int(match.group(2))
+    return shard
 
 
 @cli.command(name="merge")

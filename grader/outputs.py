@@ -18,6 +18,12 @@ RECORD_KEYS = frozenset({"student", "exercise", "sha256", "grader_version", "res
                          "report"})
 
 
+def record_key(record: dict) -> tuple[str, str, str, str]:
+    """What a result is the result of: a student's file for an exercise, graded by a version of the
+    grader with its settings. A run reuses a result, and a class's outputs use it, only for this key."""
+    return record["student"], record["exercise"], record["sha256"], record["grader_version"]
+
+
 def well_formed(record: dict) -> bool:
     """Whether a results.jsonl line has every value a class's outputs read, of the type `batch._record`
     writes: a line cut, edited or written by something else is not one, and its submission is

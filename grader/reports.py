@@ -221,7 +221,7 @@ HTML_COLOURS = {
 }
 
 
-def _html_text(text: str) -> str:
+def html_text(text: str) -> str:
     """A hint as HTML: escaped, with its `code` in code type."""
     from html import escape
 
@@ -238,7 +238,7 @@ def html_report(result: FileResult, *, message: str | None = None) -> str:
     rows = []
     for r in result.results:
         colour = HTML_COLOURS[r.status]
-        notes = "<br>".join(_html_text(text) for text in (r.hint, r.about, r.warning) if text)
+        notes = "<br>".join(html_text(text) for text in (r.hint, r.about, r.warning) if text)
         rows.append(
             f"<tr><td><code>{escape(r.name)}</code></td>"
             f"<td style='color:{colour};font-weight:bold'>{r.status.value}</td>"
