@@ -44,6 +44,7 @@ NO_BESSEL = replace_line(SOLUTION, "dbndiff2 =", "dbndiff2 = (1.0/n)*torch.ones_
     ("ex1_backprop_all", None, False, ("", 0)),  # no student in the name: the caller uses the stem
     ("readme", None, False, ("", 0)),
     ("Latey_ex1", "Latey", False, ("", 0)),  # a name with `late` in it is not LATE
+    ("chocolate_ex1", "chocolate", False, ("", 0)),
     ("Homework 4_20231234_attempt_2026-03-01-10-00-00_ex2_cross_entropy", "20231234", False,
      ("2026-03-01-10-00-00", 0)),  # a Blackboard user that is a number is not Canvas's user id
     ("HW_4_jdoe_attempt_2026-03-01-10-00-00_ex2", "jdoe", False, ("2026-03-01-10-00-00", 0)),
@@ -330,7 +331,8 @@ def test_a_shard_folder_not_written_by_a_batch_is_refused_in_one_sentence(tmp_pa
     for number, broken in enumerate(["{ cut short", "[]", json.dumps({**good, "shard": "1/1"}),
                                      json.dumps({k: v for k, v in good.items() if k != "owners"}),
                                      json.dumps({**good, "assigned": ["ex9"]}),
-                                     json.dumps({**good, "submissions": [{"student": 1}]})]):
+                                     json.dumps({**good, "submissions": [{"student": 1}]}),
+                                     json.dumps({**good, "shard": [0, 3]}), json.dumps({**good, "shard": ["1", "1"]})]):
         part = tmp_path / f"part{number}"
         part.mkdir()
         (part / "class.json").write_text(broken)
@@ -406,7 +408,7 @@ def batch(folder: Path, out: Path, **options) -> dict:
 def test_no_name_can_take_a_file_name_that_breaks_the_outputs_or_is_anothers(tmp_path):
     from grader.classbook import feedback_names
 
-    names = ["(alice)", "Alice", "alice", "b" * 250, "\u202eevil", "ctl\x1b[2Jx"]
+    names = ["(alice)", "Alice", "alice", "(BOB)", "bob", "b" * 250, "\u202eevil", "ctl\x1b[2Jx"]
     stub_class(tmp_path / "class", names)
     batch(tmp_path / "class", tmp_path / "out")
     files = {name: stem for name, stem in feedback_names(sorted(names, key=lambda n: (n.casefold(), n))).items()}
