@@ -1,6 +1,7 @@
 """The build puts what a student starts from into the package: every exercise stub (as a file and a
-notebook) and the word list, as `grader/kit_files/`. A checkout reads them from `exercises/` and `data/`
-(`grader.kit.kit_path`); the solutions never go in."""
+notebook) and the word list, as `grader/kit_files/`, and the files the kit is built from, for the
+Gradescope bundle an installed kit writes. A checkout reads them from `exercises/`, `data/` and its
+root (`grader.kit.kit_path`); the solutions never go in."""
 
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-KIT = {"exercises": ["*.py", "*.ipynb"], "data": ["names.txt"]}
+KIT = {"exercises": ["*.py", "*.ipynb"], "data": ["names.txt"], ".": ["pyproject.toml", "setup.py", "README.md"]}
 
 
 class BuildWithKit(build_py):

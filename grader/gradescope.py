@@ -240,8 +240,8 @@ def write_bundle(path: Path, *, exercises: Iterable[str] | None = None, timeout:
     instructor's settings file as settings.toml. `exercises` (ids, or None: the kit's default of all),
     `timeout` and `config` become run_autograder's options. `ValueError` (one sentence) for an
     unknown exercise or an unusable settings file, before anything is written."""
-    import grader
     from grader.compare import load_settings
+    from grader.kit import PACKAGE, kit_path
 
     if exercises is not None:
         exercises = assigned_exercises(exercises)
@@ -249,11 +249,11 @@ def write_bundle(path: Path, *, exercises: Iterable[str] | None = None, timeout:
     if config is not None:
         load_settings(str(config))  # refused now, not when the first student submits
         settings_text = Path(config).read_bytes()
-    root = Path(grader.__file__).resolve().parent.parent
-    # (setup.py puts the word list into the package when `pip install .` builds it)
-    files = [root / "pyproject.toml", root / "setup.py", root / "README.md", root / "data" / "names.txt"]
-    files += sorted((root / "grader").glob("*.py"))
-    missing = [str(f) for f in files if not f.is_file()]
+    # What `pip install .` builds the kit from: a checkout's files, or the installed package's copies
+    # (the build puts them into grader/kit_files), so an installed kit can write the bundle too.
+    files = {name: kit_path(*name.split("/")) for name in ("pyproject.toml", "setup.py", "README.md", "data/names.txt")}
+    files |= {f"grader/{module.name}": module for module in sorted(PACKAGE.glob("*.py"))}
+    missing = [str(f) for f in files.values() if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"the kit's source is incomplete here (missing {missing[0]}); build the bundle from a checkout")
     scripts = (("setup.sh", SETUP_SH),
@@ -268,8 +268,7 @@ def write_bundle(path: Path, *, exercises: Iterable[str] | None = None, timeout:
         if settings_text is not None:
             zf.writestr("settings.toml", settings_text)
             names.append("settings.toml")
-        for file in files:
-            name = str(file.relative_to(root))
+        for name, file in files.items():
             zf.write(file, name)
             names.append(name)
     return names

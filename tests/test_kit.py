@@ -138,6 +138,7 @@ def test_the_wheel_carries_the_stubs_and_the_word_list_and_no_solution(installed
     for stub in STUBS:
         assert f"grader/kit_files/exercises/{stub.name}" in names
     assert "grader/kit_files/data/names.txt" in names
+    assert {"grader/kit_files/pyproject.toml", "grader/kit_files/setup.py"} <= set(names)  # for the bundle
     assert not any("solutions" in name or "tests/" in name for name in names)
 
 
@@ -174,6 +175,14 @@ def test_every_student_command_works_from_a_folder_outside_the_checkout(installe
     reset = grade("reset", "ex2", "--yes", cwd=folder)
     assert reset.returncode == 0 and (folder / "ex2_cross_entropy.py.bak").exists()
     assert grade("--help", cwd=folder).returncode == 0
+    # An instructor's installed kit writes the Gradescope bundle as a checkout does.
+    bundle = grade("gradescope-bundle", "autograder.zip", "--exercise", "ex1,ex2")
+    assert bundle.returncode == 0, bundle.stderr
+    with zipfile.ZipFile(home / "autograder.zip") as zf:
+        listed = set(zf.namelist())
+        assert {"setup.sh", "run_autograder", "pyproject.toml", "setup.py", "README.md", "data/names.txt",
+                "grader/cli.py", "grader/kit.py"} <= listed and not any("kit_files" in n for n in listed)
+        assert zf.read("setup.py") == (ROOT / "setup.py").read_bytes()
 
 
 RUN_NOTEBOOK = """
