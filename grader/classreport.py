@@ -23,6 +23,7 @@ STATUS_COLOURS = {"ok": HTML_COLOURS[Status.EXACT], "partial": HTML_COLOURS[Stat
                   "missing": HTML_COLOURS[Status.BLANK], "unrecognised": HTML_COLOURS[Status.BLANK],
                   "blank": HTML_COLOURS[Status.BLANK]}
 CELL, GAP, APART = 15, 2, 12  # px: a heatmap cell, the space between cells, and between exercises
+CHAR = 8  # px: the widest a name's character is likely to be, at the heatmap's 12 px
 REPORT_CSS = """
 h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 19px; margin: 30px 0 8px; } h3 { font-size: 16px; margin: 18px 0 6px; }
 .cr-sub { color: #57606a; margin: 0 0 14px; }
@@ -82,7 +83,7 @@ def heatmap(manifest: dict, students) -> str:
     exercise not handed in is a row of dots."""
     cols = columns(manifest, students)
     rows = sorted(students, key=lambda s: (s.total / (s.max_total or 1), s.name))
-    label = min(max([len(s.name) for s in students] + [8]) * 7 + 16, 220)
+    label = min(max([len(s.name) for s in students] + [8]) * CHAR + 16, 240)
     head = 118
     xs, x, previous = [], label, None
     for exercise, _ in cols:
@@ -106,7 +107,7 @@ def heatmap(manifest: dict, students) -> str:
     for row, student in enumerate(rows):
         y = head + row * (CELL + GAP)
         name = printable(student.name)  # (SVG text has no <bdi>: direction controls are dropped)
-        name = name if len(name) * 7 + 16 <= label else name[: (label - 16) // 7 - 1] + "…"
+        name = name if len(name) * CHAR + 16 <= label else name[: (label - 16) // CHAR - 1] + "…"
         out.append(f"<a href='feedback/{escape(student.feedback)}.html'><text x='{label - 8}' y='{y + CELL - 3}' "
                    f"text-anchor='end'><title>{escape(student.name)}</title>{escape(name)}</text></a>")
         for x, (exercise, gradient) in zip(xs, cols):
