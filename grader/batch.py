@@ -577,6 +577,7 @@ def _grade_all(pending, results_path, version, workers, timeout, settings, progr
 
     def loop(worker):
         try:
+            torch.set_num_threads(1)  # again in each thread: the math library counts threads per thread
             use_executor(worker)
             while not stop.is_set():
                 try:

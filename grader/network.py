@@ -12,8 +12,11 @@ so it is written exactly as a student reads it in the lecture.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy
@@ -225,20 +228,63 @@ class Public:
     shapes: dict[str, tuple[int, ...]]  # tensor name -> the shape of its gradient
 
 
-def _cached(function):
-    """`functools.lru_cache`, keyed on the arguments with the defaults filled in: `reference(c)` and
-    `reference(c, torch.float32)` are one entry, not two computations of the same pass."""
-    signature = inspect.signature(function)
-    cached = functools.lru_cache(maxsize=8)(function)
+@contextlib.contextmanager
+def one_thread():
+    """Compute on one thread, whichever thread calls. A matrix product's last bits depend on how many
+    threads share it, and `torch.set_num_threads` in the main thread does not reach the math library
+    in another thread: without this, a reference computed by a batch's grading thread differed from
+    the one `grade FILE` computes, in every gradient."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            torch.set_num_threads(before)
 
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return cached(*bound.args)
 
-    wrapper.cache_info, wrapper.cache_clear = cached.cache_info, cached.cache_clear
-    return wrapper
+_LOCKS: list[threading.RLock] = []
+
+
+def _new_locks() -> None:  # in a forked child: a lock another thread of the parent held stays held
+    for i in range(len(_LOCKS)):
+        _LOCKS[i] = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_locks)
+
+
+def computed_once(maxsize: int = 8):
+    """A cache of a reference computation, keyed on the arguments with the defaults filled in
+    (`reference(c)` and `reference(c, torch.float32)` are one entry). One computation per key
+    however many threads ask at once, on one thread: every caller gets the same object, so the
+    gradients injected into a student's run are the very ones its answers are compared with."""
+
+    def decorate(function):
+        signature = inspect.signature(function)
+        number = len(_LOCKS)
+        _LOCKS.append(threading.RLock())
+
+        def compute(*args):
+            with one_thread():
+                return function(*args)
+
+        cached = functools.lru_cache(maxsize=maxsize)(compute)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            with _LOCKS[number]:
+                return cached(*bound.args)
+
+        wrapper.cache_info, wrapper.cache_clear = cached.cache_info, cached.cache_clear
+        return wrapper
+
+    return decorate
+
+
+_cached = computed_once()
 
 
 @_cached

@@ -29,7 +29,7 @@ from grader.execution import WorkerDied, _student_error, current_executor, parse
 from grader.policy import Forbidden, Guard, compile_student
 from grader.wire import Malformed, Reader, check_frame, decode_tensor, encode_value, send
 from grader.network import (
-    LECTURE, TRAINING, Config, Vocabulary, backward_pass, build_dataset, forward_fused, init_parameters, load_words,
+    LECTURE, TRAINING, Config, Vocabulary, backward_pass, build_dataset, computed_once, forward_fused, init_parameters, load_words,
     split_words, PARAMETER_NAMES,
 )
 
@@ -79,7 +79,7 @@ def next_batch(data: TrainingData, g: torch.Generator, batch_size: int):
     return data.Xtr[ix], data.Ytr[ix]
 
 
-@functools.lru_cache(maxsize=2)
+@computed_once(maxsize=2)
 def autograd_run(config: Config = TRAINING, steps: int = SHORT_RUN, checked: int = CHECKED_STEPS):
     """Train on autograd's gradients: the references at the first `checked` steps and every step's loss."""
     data = training_data(config)
