@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -40,13 +41,16 @@ def test_json_follows_the_schema():
     assert data["exercise"] == "ex1" and data["score"] == 26.0 and data["max_score"] == 26.0
     assert data["error"] is None
     first = data["results"][0]
+    line = 1 + next(i for i, text in enumerate(EX1.solution_path.read_text().splitlines()) if text.startswith("dlogprobs ="))
     spec_fields = {key: first[key] for key in
                    ("name", "tensor", "status", "maxdiff", "expected_shape", "got_shape", "line", "hint")}
     assert spec_fields == {
         "name": "dlogprobs", "tensor": "logprobs", "status": "exact", "maxdiff": 0.0,
-        "expected_shape": [32, 27], "got_shape": [32, 27], "line": first["line"], "hint": None,
+        "expected_shape": [32, 27], "got_shape": [32, 27], "line": line, "hint": None,
     }
     assert first["policy"] is None and first["chained"] == "exact"
+    assert [r["name"] for r in data["results"]] == list(EX1.targets) and len(data["results"]) == 26
+    assert all(r["status"] == "exact" and r["expected_shape"] == r["got_shape"] for r in data["results"])
     assert {r["probe"] for r in data["results"][1:]} == {"pass"}  # every line that reads upstream is probed
 
 
@@ -99,13 +103,18 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path):
         assert len(result.output.strip().splitlines()) == 1
 
 
-def test_the_installed_command_runs_and_sets_the_exit_code():
-    done = subprocess.run([sys.executable, "-c", "from grader.cli import main; main()", SOLUTION_PATH, "--json"],
-                          capture_output=True, text=True, timeout=120)
+def test_the_installed_command_runs_and_sets_the_exit_code(tmp_path):
+    # The console script the README's install puts beside this Python, as a student types it.
+    grade = Path(sys.executable).parent / "grade"
+    assert grade.is_file(), "the package's `grade` command is not installed"
+    done = subprocess.run([str(grade), SOLUTION_PATH, "--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["score"] == 26.0
-    done = subprocess.run([sys.executable, "-c", "from grader.cli import main; main()", "missing.py"],
-                          capture_output=True, text=True, timeout=120)
+    wrong = tmp_path / "ex1_backprop_all.py"
+    wrong.write_text(replace_line(EX1.solution_path.read_text(), "dW2 =", "dW2 = dlogits.T @ h"))
+    done = subprocess.run([str(grade), str(wrong)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "25/26 passing" in done.stdout
+    done = subprocess.run([str(grade), "missing.py"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == "Error: missing.py does not exist."
 
 

@@ -66,6 +66,25 @@ def test_autograd_and_interpreter_tricks_fail_with_the_policy_hint(solution, lin
     assert "by hand" in result.hint and re.search(r"line 1[23]\b.*`[\w.]+` is not allowed", result.hint)  # the refused access
 
 
+def test_a_value_from_a_refused_line_taints_every_gradient_computed_from_it_to_the_last(solution):
+    # A flag read on a refused line, kept in a helper, then in a second helper, and mixed into every
+    # gradient from `dh` on: each of those is the refused access's doing, not only the first.
+    lines = solution.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("dh ="))
+    cheated = []
+    for i in range(start, len(lines)):
+        found = re.match(r"(d\w+) (\+)?= ([^#]*)", lines[i])
+        if found:
+            lines[i] = f"{found[1]} {found[2] or ''}= {found[3].strip()} + 0 * later"
+            cheated.append(found[1])
+    lines.insert(start, "peek = getattr(h, 'requires' + '_grad')\nlater = peek * 2")
+    result = grade_text("\n".join(lines) + "\n")
+    assert len(cheated) == 18 and cheated[-1] == "dC"
+    assert failing(result) == cheated
+    assert all(by_name(result)[name].policy == "autograd" for name in cheated)
+    assert all(r.status is Status.EXACT for r in result.results if r.name not in cheated)  # dlogprobs .. dlogits
+
+
 def test_a_refused_line_fails_only_what_it_assigns_and_what_is_computed_from_it(solution):
     # A stray `loss.backward()` assigns nothing: it is refused (a note) and fails no gradient.
     result = grade_text(replace_line(solution, "dh =", "loss.backward()\ndh = dlogits @ W2.T"))
@@ -310,7 +329,13 @@ def test_a_failing_line_shows_the_bank_hint_and_a_passing_one_does_not(solution)
 
 def test_grade_hint_explains_a_gradient_and_refuses_unknown_names():
     result = CliRunner().invoke(cli, ["hint", "dbnvar"])
-    assert result.exit_code == 0 and "Bessel" not in result.output.split("\n")[0] and "power rule" in result.output
+    # The forward line it comes from, the local derivative, and the upstream gradient it multiplies.
+    first, body = result.output.split("\n", 1)
+    assert result.exit_code == 0 and first.startswith("dbnvar: `bnvar_inv = (bnvar + 1e-5)**-0.5`")
+    assert "power rule" in first and "`dbnvar_inv`" in body
+    variance = CliRunner().invoke(cli, ["hint", "bndiff2"])  # the tensor's own name works too
+    assert variance.exit_code == 0 and variance.output.startswith("bndiff2: `bnvar = 1/(n-1) * bndiff2.sum(")
+    assert "Bessel" in variance.output and "1/n instead of 1/(n-1)" in variance.output
     unknown = CliRunner().invoke(cli, ["hint", "dfoo"])
     assert unknown.exit_code == 2 and "no hint for 'dfoo'" in unknown.output
 
