@@ -278,12 +278,17 @@ def bwrap_path() -> str | None:
     return path if probe.returncode == 0 else None
 
 
+def _package_path() -> str:
+    import grader
+
+    return str(Path(grader.__file__).resolve().parent)
+
+
 def _readable_paths() -> list[str]:
     """What a worker must see, read-only: the system, the Python installation, the grader and its data."""
-    import grader
     from grader.network import default_words_path
 
-    package = str(Path(grader.__file__).resolve().parent)
+    package = _package_path()
     repo = str(Path(package).parent)
     paths = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", sys.prefix, sys.base_prefix,
              sys.exec_prefix, package, str(default_words_path().resolve().parent)}
@@ -367,7 +372,10 @@ class Worker:
                     os._exit(0)
             self.pid = pid
         else:
-            code = (f"from grader.sandbox import serve; "
+            # The worker imports the parent's own grader (a checkout run in place, say), not whichever
+            # one the interpreter's site finds first: only the parent's is visible in the sandbox.
+            root = str(Path(_package_path()).parent)
+            code = (f"import sys; sys.path.insert(0, {root!r}); from grader.sandbox import serve; "
                     f"serve({theirs.fileno()}, {self.slots}, {self.escape!r}, {self.uid_base}, warm_all=True, "
                     f"huge_pages={self.many})")
             command = [sys.executable, "-c", code]

@@ -213,6 +213,28 @@ def test_the_sandbox_has_no_network(tmp_path, escaped, monkeypatch):
         server.close()
 
 
+@pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap is not installed")
+def test_a_copy_of_the_kit_run_in_place_grades_with_its_own_code_in_the_sandbox(tmp_path):
+    # Run from a copy of the checkout (an instructor's fork, say): the sandboxed worker must import that
+    # copy, the only grader it can see, not the one the interpreter's site would find.
+    import shutil
+
+    import grader
+
+    root = Path(grader.__file__).resolve().parent.parent
+    kit = tmp_path / "kit"
+    for part in ("grader", "data", "exercises", "solutions"):
+        shutil.copytree(root / part, kit / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "class" / "ann").mkdir(parents=True)
+    (tmp_path / "class" / "ann" / "ex1_backprop_all.py").write_text(SOLUTION)
+    ran = subprocess.run([sys.executable, "-c", "import grader, sys; print(grader.__file__, file=sys.stderr); "
+                          "from grader.cli import main; main()", "batch", str(tmp_path / "class"),
+                          "--out", str(tmp_path / "out"), "--jobs", "1", "--sandbox", "bwrap"],
+                         cwd=kit, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and ran.stderr.startswith(str(kit / "grader")), ran.stderr
+    assert gradebook(tmp_path / "out")["ann"]["total"] == "26", feedback(tmp_path / "out", "ann")[0]["error"]
+
+
 def test_a_zip_of_loose_lms_files_grades_like_the_folder(tmp_path):
     folder = tmp_path / "loose"
     folder.mkdir()
