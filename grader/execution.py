@@ -878,6 +878,13 @@ class LocalExecutor:
     def __init__(self):
         self.worker = None
         self.lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        """In a process forked from this one (a `multiprocessing` pool, say): the parent's worker is
+        the parent's. Two processes sharing one worker's socket would read each other's replies."""
+        self.worker = None
+        self.lock = threading.Lock()
 
     def start(self, bwrap: str | None = None) -> None:
         """Start the worker now (the CLI does, before anything is computed, so that it can be forked

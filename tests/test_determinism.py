@@ -73,3 +73,43 @@ def test_computing_a_reference_leaves_the_callers_thread_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# An instructor's script: grade one file, then fork (a `multiprocessing` pool, as on Linux) for the
+# rest. Each forked process starts a worker of its own: two processes reading replies from one
+# worker's socket can split a reply between them and both wait for ever.
+FORKED = """
+import multiprocessing, os, sys
+from grader.grading import grade_source
+from grader.exercises import EX1
+from grader.execution import LOCAL
+sys.path.insert(0, "tests")
+from conftest import SOLUTION, replace_line
+
+WRONG = replace_line(SOLUTION, "dW2 =", "dW2 = dlogits.T @ h")
+
+INHERITED = None
+
+def started():  # in each pool process, before it grades anything
+    global INHERITED
+    INHERITED = LOCAL.worker is not None
+
+def score(source):
+    result = grade_source(source=source, filename="ex1_backprop_all.py", exercise=EX1).score
+    return INHERITED, LOCAL.worker.pid, result
+
+_, parents, first = score(SOLUTION)
+with multiprocessing.get_context("fork").Pool(2, initializer=started) as pool:
+    runs = pool.map(score, [SOLUTION, WRONG, WRONG, SOLUTION], chunksize=1)
+print(first, [r[2] for r in runs], any(r[0] for r in runs), any(r[1] == parents for r in runs), score(WRONG)[1] == parents)
+"""
+
+
+def test_processes_forked_after_grading_each_grade_with_their_own_worker():
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    ran = subprocess.run([sys.executable, "-c", FORKED], capture_output=True, text=True, timeout=180, cwd=root)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    # Right verdicts; no pool process found the parent's worker or used it; the parent keeps its own.
+    assert ran.stdout.split() == ["26.0", "[26.0,", "25.0,", "25.0,", "26.0]", "False", "False", "True"]
