@@ -4,6 +4,7 @@ process; these say exactly which rule a change broke, in milliseconds.)"""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -26,7 +27,8 @@ def test_an_answer_that_is_the_reference_is_exact_and_says_where():
     same = verdict(EXPECTED.clone())
     assert (same.status, same.maxdiff, same.hint) == (Status.EXACT, 0.0, None)
     assert (same.name, same.tensor, same.line, same.expected_shape, same.got_shape) == ("dx", "x", 7, (3, 4), (3, 4))
-    assert verdict(EXPECTED).status is Status.EXACT  # the object itself
+    itself = verdict(EXPECTED)  # the reference object itself, as an answer equal to the bit arrives
+    assert (itself.status, itself.maxdiff) == (Status.EXACT, 0.0)
 
 
 def test_blank_missing_error_and_other_answers():
@@ -38,6 +40,7 @@ def test_blank_missing_error_and_other_answers():
     other = verdict(kind="other", description="a float")
     assert other.status is Status.FAIL and other.hint == "`dx` is a float, not a tensor; build it with torch operations"
     assert verdict(None).status is Status.FAIL  # a tensor answer that never arrived
+    assert verdict(EXPECTED, kind="other", description="a list").status is Status.FAIL  # whatever came with it
 
 
 @pytest.mark.parametrize("scale, status", [(1 + 5e-6, Status.APPROX), (1 + 5e-5, Status.FAIL)])
@@ -71,6 +74,9 @@ def test_nan_and_inf_fail_and_are_counted():
     only_inf = EXPECTED.clone()
     only_inf[0, 0] = -math.inf
     assert verdict(only_inf).hint == "`dx` has 1 infinite values; look for a division by zero or a log of 0"
+    only_nan = EXPECTED.clone()
+    only_nan[2, 3] = math.nan
+    assert verdict(only_nan).hint == "`dx` has 1 NaN values; look for a division by zero or a log of 0"
 
 
 def test_a_dtype_other_than_the_tensors_fails_with_both_named():
@@ -82,7 +88,16 @@ def test_a_dtype_other_than_the_tensors_fails_with_both_named():
 def test_the_shape_gate_fails_right_values_in_the_wrong_shape_unless_told_to_warn():
     flat = EXPECTED.reshape(12)
     gated = verdict(flat)
-    assert gated.status is Status.FAIL and gated.hint.startswith("the values are right; only the shape is wrong. ")
+    assert gated.status is Status.FAIL and gated.hint == (
+        "the values are right; only the shape is wrong. `dx` has shape (12,) but `x` has shape (3, 4): "
+        "the same number of entries in another arrangement; check your `view`/`reshape`")
+    # "Right" is right within the settings' tolerances.
+    loose = Settings(rtol=1e-3)
+    assert "values are right" in verdict((EXPECTED * 1.0005).reshape(12), settings=loose).hint
+    zero = torch.zeros(3, 4)
+    near_zero = (zero + 5e-4).reshape(12)
+    assert "values are right" in verdict(near_zero, expected=zero, settings=Settings(atol=1e-3)).hint
+    assert "values are right" not in verdict(near_zero, expected=zero).hint
     assert gated.got_shape == (12,)
     warned = verdict(flat, settings=Settings(shape_gate="warn"))
     assert warned.status is Status.APPROX and warned.maxdiff == 0.0
@@ -109,6 +124,9 @@ def test_shape_hints_name_the_likely_mistake():
                       "(32, 64) in the forward pass, so its gradient must be summed over dim 0 with `keepdim=True`")
     lower = shape_hint("db", "b", (64,), (32, 64))
     assert lower.endswith("so its gradient must be summed over dim 0")
+    # Only the axes that were broadcast: here the first, not the one that is 1 in both.
+    assert shape_hint("dg", "g", (1, 1, 3), (5, 1, 3)).endswith("must be summed over dim 0 with `keepdim=True`")
+    assert shape_hint("dg", "g", (1, 3, 1), (1, 3, 4)).endswith("must be summed over dim 2 with `keepdim=True`")
     both = shape_hint("dc", "c", (1, 1), (5, 7))
     assert "summed over dim 0, 1 with `keepdim=True`" in both
     assert shape_hint("dx", "x", (4, 6), (3, 8)).endswith(
@@ -130,6 +148,7 @@ def test_classic_factors_for_a_batch_of_n():
     assert factors["n"] == 32.0 and factors["1/n"] == 1 / 32 and factors["n/(n-1)"] == 32 / 31
     assert factors["(n-1)/n"] == 31 / 32 and factors["n-1"] == 31.0 and factors["1/(n-1)"] == 1 / 31
     assert "n-1" not in classic_factors(1) and classic_factors(1)["n"] == 1.0
+    assert classic_factors(2)["n-1"] == 1.0 and classic_factors(2)["n/(n-1)"] == 2.0
 
 
 @pytest.mark.parametrize("factor, said", [
@@ -140,11 +159,28 @@ def test_classic_factors_for_a_batch_of_n():
     (1 / 32, "`dx` is 1/n times the right gradient"),
     (32 / 31, "`dx` is n/(n-1) times the right gradient"),
     (31 / 32, "`dx` is (n-1)/n times the right gradient"),
+    (-0.5, "`dx` is -0.5 times the right gradient: a constant factor is off"),
+    (0.50015, "`dx` is 0.5002 times the right gradient: a constant factor is off"),
     (3.7, "`dx` is 3.7 times the right gradient: a constant factor is off"),
 ])
 def test_a_constant_factor_is_named(factor, said):
     assert factor_hint("dx", EXPECTED * factor, EXPECTED, 32) == said
     assert value_hint("dx", EXPECTED * factor, EXPECTED, 1e-5, 1e-8, 32) == said
+
+
+def test_a_factor_is_named_through_rounding_noise():
+    # Twice the gradient, each entry off by up to 5e-5 relative (a sum taken in another order).
+    wobble = 1 + 5e-5 * torch.tensor([1.0, -1.0, 0.5, -0.5] * 3).reshape(3, 4)
+    assert factor_hint("dx", EXPECTED * 2 * wobble, EXPECTED, 32) == "`dx` is 2 times the right gradient"
+    # n times, 1e-5 off: within 1e-4 of n relative to n, not to 1.
+    assert factor_hint("dx", EXPECTED * 32 * (1 + 1e-5), EXPECTED, 32) == "`dx` is n times the right gradient"
+    # A gradient of small entries (its squares sum to less than 1) has factors too.
+    assert factor_hint("dx", EXPECTED * 0.01 * 2, EXPECTED * 0.01, 32) == "`dx` is 2 times the right gradient"
+    # Noise on an entry that is zero in truth, small beside the largest entry (10): still twice.
+    tens = torch.tensor([[10.0, 0.0], [-4.0, 2.5]])
+    noisy = tens * 2
+    noisy[0, 1] = 5e-7
+    assert factor_hint("dx", noisy, tens, 32) == "`dx` is 2 times the right gradient"
 
 
 def test_no_factor_is_named_when_there_is_none():
@@ -178,6 +214,14 @@ def test_value_hints_for_zeros_and_for_a_few_wrong_entries():
     assert value_hint("dx", twenty, big, 1e-5, 1e-8).startswith(
         "`dx` is right except in 20 of 400 entries (rows 0, 1; first at [0, 0])")
     assert value_hint("dx", more, big, 1e-5, 1e-8) == "21 of 400 entries of `dx` are wrong"
+    six = big.clone()
+    six[[1, 2, 3, 4, 5, 6], 0] += 1.0
+    assert "(rows 1, 2, 3, 4, 5, 6; first at [1, 0])" in value_hint("dx", six, big, 1e-5, 1e-8)
+    line = torch.linspace(1.0, 2.0, 100)
+    two = line.clone()
+    two[[3, 7]] += 1.0
+    assert value_hint("dx", two, line, 1e-5, 1e-8) == (
+        "`dx` is right except in 2 of 100 entries (rows 3, 7; first at [3]): look at ties, an index or a special case")
     seven = big.clone()
     seven[[1, 2, 3, 4, 5, 6, 7], 0] += 1.0
     assert "(rows 1, 2, 3, 4, 5, 6, ...; first at [1, 0])" in value_hint("dx", seven, big, 1e-5, 1e-8)
@@ -206,6 +250,9 @@ def test_a_verdict_survives_its_json_round_trip():
                           warning="w", about="a", cell=2, failed_at="small", mistake="dim", scored=False)
     data = result.to_dict()
     assert data["status"] == "fail" and data["maxdiff"] == "inf" and data["expected_shape"] == [3, 4]
+    assert json.loads(json.dumps(data)) == data and type(data["status"]) is str
+    assert set(data) == {"name", "tensor", "status", "maxdiff", "expected_shape", "got_shape", "line", "hint", "policy",
+                         "chained", "probe", "warning", "about", "cell", "failed_at", "mistake", "scored"}
     assert TensorResult.from_dict(data) == result
     plain = TensorResult(name="dx", tensor="x", status=Status.EXACT, maxdiff=0.0)
     assert TensorResult.from_dict(plain.to_dict()) == plain and plain.to_dict()["got_shape"] is None
@@ -228,14 +275,27 @@ def test_a_files_score_counts_scored_passes_and_the_training_run():
     assert everything.passed and not FileResult("f.py", "ex1", rows[:2], error="time limit").passed
     assert not FileResult("f.py", "ex1", error="syntax error at line 3: x").parses
     assert FileResult("f.py", "ex1", error="time limit").parses and FileResult("f.py", "ex1").parses
-    back = FileResult.from_dict(FileResult("f.py", "ex4", rows, points=2.0, notes=("n",), training=bad,
-                                           output="out", names="a=b").to_dict())
-    assert back == FileResult("f.py", "ex4", rows, points=2.0, notes=("n",), training=bad, output="out", names="a=b")
+    whole = FileResult("f.py", "ex4", rows, points=2.0, notes=("n",), training=bad, output="out", names="a=b",
+                       error="time limit of 5 s exceeded")
+    data = whole.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert {k: v for k, v in data.items() if k not in ("results", "training")} == {
+        "file": "f.py", "exercise": "ex4", "score": 4.0, "max_score": 10.0, "points": 2.0,
+        "error": "time limit of 5 s exceeded", "output": "out", "notes": ["n"], "names": "a=b"}
+    assert data["training"] == bad.to_dict() and data["results"] == [r.to_dict() for r in rows]
+    assert FileResult.from_dict(data) == whole
+    bare = FileResult("f.py", "ex1", rows[:1])
+    assert bare.to_dict()["training"] is None and FileResult.from_dict(bare.to_dict()) == bare
+    # What an older results line lacks is taken as empty.
+    old = {k: v for k, v in bare.to_dict().items() if k not in ("output", "notes")}
+    assert FileResult.from_dict(old) == bare
 
 
 @pytest.mark.parametrize("text, said", [
     ("[grading]\nrtol = 'x'\n", "must be numbers"),
     ("[grading]\nspeed = 1\n", "unknown keys in [grading]: speed"),
+    ("[grading]\nspeed = 1\ncolour = 2\n", "unknown keys in [grading]: colour, speed"),
+    ("[exercises]\nex1 = 3\n", "[exercises.ex1] allow in"),
     ("[grading]\nshape_gate = 'sometimes'\n", "must be \"fail\" or \"warn\", not 'sometimes'"),
     ("[exercises.ex1]\nallow = 'softmax'\n", "[exercises.ex1] allow"),
     ("[exercises.ex1]\nallow = [1]\n", "must be a list of names"),
@@ -253,7 +313,27 @@ def test_a_settings_file_sets_what_it_names_and_keeps_the_rest(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text("[grading]\natol = 1e-7\nshape_gate = \"warn\"\n[exercises.ex1]\nallow = [\"softmax\"]\n")
     assert load_settings(str(path)) == Settings(rtol=1e-5, atol=1e-7, shape_gate="warn", allow={"ex1": ("softmax",)})
+    path.write_text("[exercises.ex1]\n")
+    assert load_settings(str(path)).allow == {"ex1": ()}
+    path.write_text("[grading]\nrtol = 1e-4\n")
+    assert load_settings(str(path)) == Settings(rtol=1e-4)
     path.write_text("")
     assert load_settings(str(path)) == Settings()
     with pytest.raises(ValueError, match="cannot be read"):
         load_settings(str(tmp_path / "nothing.toml"))
+
+
+def test_a_settings_file_on_a_python_without_toml_says_what_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def without_toml(name, *args, **kwargs):
+        if name in ("tomllib", "tomli"):
+            raise ModuleNotFoundError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_toml)
+    (tmp_path / "s.toml").write_text("")
+    with pytest.raises(ValueError, match="^reading a settings file needs Python 3.11 or the tomli package$"):
+        load_settings(str(tmp_path / "s.toml"))
