@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 # A token `LATE` (or `late`) between separators, anywhere in the name.
 LATE = re.compile(r"(?:^|[\s_.\-()])(?:LATE|late)(?=$|[\s_.\-()])")
-# A numbered upload: Canvas's `-2`, a browser's ` (2)`.
-ATTEMPT = re.compile(r"(?:-(?P<dash>\d{1,3})|\s*\((?P<paren>\d{1,3})\))$")
+# A numbered upload: Canvas's `-2`, a browser's ` (2)`; never the seconds of a Blackboard time.
+ATTEMPT = re.compile(r"(?:(?<!\d{4}-\d\d-\d\d-\d\d-\d\d)-(?P<dash>\d{1,3})|\s*\((?P<paren>\d{1,3})\))$")
 PATTERNS = [  # the most specific first: a Blackboard name also fits Canvas's rule when its user is a number
     # Blackboard: assignment, user name, the attempt's time, the file's own name
     r"^.+?_(?P<student>[^_]+)_attempt_(?P<when>\d{4}(?:-\d\d){5})(?:_(?P<file>.+))?$",

@@ -15,7 +15,8 @@ import pytest
 from grader.batch import _record
 from grader.classbook import (
     CLASS_FILE, MergeError, attention, feedback_names, gradebook_csv, hint_kind, in_shard, merge, merged_manifest,
-    safe_filename, score_line, standings, summarise, valid_shard, well_formed, write_outputs,
+    safe_filename, score_line, standings, summarise, summary_text, untouched, valid_shard, well_formed, why,
+    write_outputs,
 )
 from grader.compare import FileResult, Status, TensorResult
 from grader.exercises import BY_ID, EX1, EX2, EX4
@@ -232,12 +233,16 @@ def test_merge_refuses_what_is_not_one_class_in_every_shard(tmp_path):
     write_class(tmp_path / "four", shard=(4, 4))
     assert refused([*shards, tmp_path / "four"]) == "these outputs were split into different numbers of shards"
     write_class(tmp_path / "other", shard=(3, 3), version="another")
-    assert "different versions of the grader" in refused([*shards[:2], tmp_path / "other"])
+    assert refused([*shards[:2], tmp_path / "other"]) == (
+        "these shards were graded by different versions of the grader, or with different settings (--config, "
+        "--timeout): grade every shard again with the same command")
+    assert refused(shards[1:]) == "shard 1/3 is missing: merge needs every shard's output"
     manifest = json.loads((shards[2] / CLASS_FILE).read_text())
     (shards[2] / CLASS_FILE).write_text(json.dumps({**manifest, "assigned": ["ex1"]}))
-    assert "for different exercises (--exercise)" in refused(shards)
+    assert refused(shards) == ("these shards were graded for different exercises (--exercise): grade every shard "
+                               "again with the same command")
     (shards[2] / CLASS_FILE).write_text(json.dumps({**manifest, "fingerprint": "0" * 64}))
-    assert "from different submissions" in refused(shards)
+    assert refused(shards) == "these shards were graded from different submissions: grade every shard again with the same command"
     (shards[2] / CLASS_FILE).write_text(json.dumps({**manifest, "shard": ["3", 3]}))
     assert refused(shards).endswith("is not as this version of `grade batch` writes it: grade that shard again")
     (shards[2] / CLASS_FILE).write_text("{not json")
@@ -245,8 +250,16 @@ def test_merge_refuses_what_is_not_one_class_in_every_shard(tmp_path):
     (shards[2] / CLASS_FILE).write_text(json.dumps(manifest))
     lines = (shards[1] / "results.jsonl").read_text().splitlines(keepends=True)
     (shards[1] / "results.jsonl").write_text("".join(lines[:-1]))
-    said = refused(shards)
-    assert said.startswith(f"some submissions have no result yet ({shards[1]} lacks 1)")
+    (shards[2] / "results.jsonl").write_text("")
+    third = len(json.loads((shards[2] / CLASS_FILE).read_text())["submissions"])
+    assert refused(shards) == (f"some submissions have no result yet ({shards[1]} lacks 1; {shards[2]} lacks {third}): "
+                               "run those shards' `grade batch` again to finish them")
+    (shards[2] / "results.jsonl").unlink()
+    (shards[2] / "results.jsonl").mkdir()
+    assert refused(shards) == f"cannot read {shards[2] / 'results.jsonl'}: Is a directory"
+    (shards[0] / CLASS_FILE).unlink()
+    (shards[0] / CLASS_FILE).mkdir()
+    assert refused(shards) == f"cannot read {shards[0] / CLASS_FILE}: Is a directory"
 
 
 @pytest.mark.parametrize("change", [
@@ -314,6 +327,7 @@ def test_score_lines_and_cells():
     assert student.strays == ["x.txt"] and student.status == "missing"
     assert [a["status"] for a in attention([student])] == ["unrecognised", "missing", "missing"]
     assert safe_cell("=1+1") == "'=1+1" and safe_cell(" @x") == "' @x" and safe_cell("\tx") == "'\tx"
+    assert safe_cell("\rx") == "'\rx" and safe_cell("x\r") == "x\r"
     assert safe_cell("\uff1dx") == "'\uff1dx" and safe_cell(None) == "" and safe_cell(3) == "3" and safe_cell("a=b") == "a=b"
     assert gradebook_csv({"assigned": ["ex1"]}, []) == "student,total,max_total,status,late,ex1\r\n"
 
@@ -352,6 +366,8 @@ def test_a_results_line_is_used_only_when_every_value_is_as_batch_writes_it(tmp_
         lambda r: r.update(result=[]), lambda r: r["result"].update(results={}),
         lambda r: r["result"].update(error=5), lambda r: r["result"]["results"][0].update(name=None),
         lambda r: r["result"]["results"][0].update(hint=7), lambda r: r["result"]["results"][0].update(status="great"),
+        lambda r: r["result"]["results"][0].update(policy=1), lambda r: r["result"]["results"][0].update(about=2),
+        lambda r: r["result"]["results"][0].update(warning=3), lambda r: r["result"]["results"][0].update(tensor=4),
         lambda r: r["result"]["training"].update(passed="yes"), lambda r: r["result"]["training"].update(error=1),
         lambda r: r["result"]["training"].pop("steps"), lambda r: r.pop("grader_version"),
         lambda r: r["result"].pop("points"),
@@ -363,8 +379,215 @@ def test_a_results_line_is_used_only_when_every_value_is_as_batch_writes_it(tmp_
         assert not record_well_formed(broken), broken
         lines.append(json.dumps(broken))
     path = tmp_path / "results.jsonl"
-    path.write_text("\n".join([json.dumps(good), *lines, "[1, 2]", '{"cut', json.dumps(good)]) + "\n")
-    assert load_results(path) == [good, good]
+    bare = {k: v for k, v in good.items() if k != "file"}  # only the keys every line must have
+    path.write_text("\n".join([json.dumps(good), *lines, "[1, 2]", '{"cut', json.dumps(bare)]) + "\n")
+    with open(path, "ab") as handle:  # a line that is not UTF-8 (a disk error, an edit) spoils only itself
+        handle.write(b'{"student": "\xff\xfe"}\n' + json.dumps(good).encode() + b"\n")
+    assert load_results(path) == [good, bare, good]
     assert load_results(tmp_path / "none.jsonl") == []
     no_training = _record(submission("amy", "ex1", "y"), file_result("ex1"), VERSION)
     assert record_well_formed(no_training) and no_training["result"]["training"] is None
+
+
+def test_outputs_written_again_replace_the_old_ones_whole(tmp_path):
+    out = tmp_path / "out"
+    write_class(out)
+    write_outputs(out, log=quiet)
+    (out / "feedback" / "stale.txt").write_text("from an earlier run")
+    write_class(out, entries=[e for e in CLASS if e[0] != "bob"])
+    write_outputs(out, log=quiet)
+    names = {p.name for p in (out / "feedback").iterdir()}
+    assert "bob.txt" not in names and "stale.txt" not in names and "dan.txt" in names
+    assert sorted(p.name for p in out.iterdir()) == ["class.json", "feedback", "gradebook.csv", "report.html",
+                                                     "results.jsonl", "summary.json"]  # nothing half-done left
+
+
+def test_a_folder_whose_filling_fails_is_left_as_it_was(tmp_path):
+    from grader.outputs import replace_folder, write_atomically
+
+    folder = tmp_path / "feedback"
+    replace_folder(folder, lambda new: (new / "a.txt").write_text("first"))
+    assert [p.name for p in tmp_path.iterdir()] == ["feedback"] and (folder / "a.txt").read_text() == "first"
+
+    def fails(new):
+        (new / "b.txt").write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_folder(folder, fails)
+    assert [p.name for p in tmp_path.iterdir()] == ["feedback"] and [p.name for p in folder.iterdir()] == ["a.txt"]
+    replace_folder(folder, lambda new: (new / "c.txt").write_text("second"))
+    assert [p.name for p in tmp_path.iterdir()] == ["feedback"] and [p.name for p in folder.iterdir()] == ["c.txt"]
+    write_atomically(tmp_path / "g.csv", "one\u00e9")
+    with pytest.raises(UnicodeEncodeError):
+        write_atomically(tmp_path / "g.csv", "\ud800")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feedback", "g.csv"]
+    assert (tmp_path / "g.csv").read_bytes() == "one\u00e9".encode("utf-8")
+
+
+PRINTED = """7 students, 11 graded submissions, 2 late: 1 policy · 1 timeout · 4 missing · 1 ok
+  ex1: 1/6 complete, mean score 16.7/26
+  ex2: 1/3 complete, mean score 0.3/1
+  ex4: 1/2 complete, mean score 7.5/8
+
+hardest gradients:
+  ex1 dW2              2/4 pass   2 transposed
+  ex2 dlogits          1/2 pass   1 is off by a constant factor
+  ex4 training run     1/2 pass   1 training
+  ex1 dh               3/4 pass   1 used autograd
+  ex1 dbndiff          3/4 pass   1 misses the branch through `bndiff2`
+
+needs attention (5 files):
+  Carol Lee  ex1 policy: uses autograd for `dh`
+  dan  ex1 timeout: time limit of 5 s exceeded
+  Carol Lee  ex2 error: syntax error at line 3: '(' was never closed
+  eve  file unrecognised: eve/notes.txt answers no exercise
+  eve  ex1 blank: handed in with no gradient written
+  ex1 not submitted by 1: Alice
+  ex2 not submitted by 4: =frank, bob, dan, eve
+  ex4 not submitted by 5: =frank, Alice, bob, Carol Lee, eve
+
+not recognised (1): eve/notes.txt
+
+report: {out}/report.html"""
+
+
+def test_the_printed_summary_says_what_was_worked_out(tmp_path):
+    # Every figure checked by hand: ex1's mean is (26 + 24 + 25 + 0 + 0 + 25) / 6; ex2's 1/3; ex4's (8 + 7) / 2.
+    out = tmp_path / "out"
+    write_class(out)
+    said = []
+    summary = write_outputs(out, log=said.append)
+    assert said == [PRINTED.format(out=out)]
+    assert (out / "summary.json").read_text() == json.dumps(summary, indent=2)
+    assert set(summary) == {"grader_version", "students", "submissions", "assigned", "statuses", "late",
+                            "unrecognised", "unassigned", "duplicates", "skipped", "exercises", "hardest",
+                            "needs_attention"}
+    assert (summary["grader_version"], summary["unassigned"], summary["duplicates"], summary["skipped"]) == (
+        VERSION, [], [], [])
+    assert [row["gradient"] for row in summary["hardest"]][:3] == ["dW2", "dlogits", "training run"]
+    missing = next(a for a in summary["needs_attention"] if a["status"] == "missing")
+    assert missing == {"student": "=frank", "exercise": "ex2", "status": "missing", "why": "not submitted",
+                       "feedback": "frank"}
+    stray = next(a for a in summary["needs_attention"] if a["status"] == "unrecognised")
+    assert stray["feedback"] == "eve" and stray["exercise"] is None
+
+
+def test_a_long_summary_is_cut_where_it_says():
+    summary = {"students": 30, "submissions": 0, "statuses": {"error": 20}, "exercises": {}, "hardest": [],
+               "needs_attention": [{"student": f"s{i:02d}", "exercise": "ex1", "status": "error", "why": "x" * 150}
+                                   for i in range(20)] +
+                                  [{"student": f"m{i}", "exercise": "ex2", "status": "missing", "why": "not submitted"}
+                                   for i in range(8)],
+               "unrecognised": [f"f{i}.txt" for i in range(11)], "unassigned": ["a.py"], "duplicates": ["d.py", "e.py"],
+               "skipped": ["big.bin"]}
+    text = summary_text(summary, most=3).splitlines()
+    assert text[0] == "30 students, 0 graded submissions: 20 error"
+    assert text[2:8] == ["needs attention (20 files):", "  s00  ex1 error: " + "x" * 100, "  s01  ex1 error: " + "x" * 100,
+                         "  s02  ex1 error: " + "x" * 100, "  ... and 17 more in report.html",
+                         "  ex2 not submitted by 8: m0, m1, m2, m3, m4, m5 ..."]
+    assert text[8:] == ["", "not recognised (11): " + ", ".join(f"f{i}.txt" for i in range(10)) + " ...",
+                        "not in the assignment, not graded (1): a.py",
+                        "earlier attempts and duplicates not graded (2): d.py, e.py", "not read (1): big.bin"]
+    quiet_class = {**summary, "statuses": {}, "needs_attention": [], "unrecognised": [], "unassigned": [],
+                   "duplicates": [], "skipped": [], "late": 0}
+    assert summary_text(quiet_class) == "30 students, 0 graded submissions"
+
+
+def test_counting_mistakes_across_a_class(tmp_path):
+    # dW2, by five students: two transposed, one sign, one factor, one blank line, and one approx (a pass).
+    wrong = {"transposed": (Status.FAIL, TRANSPOSE), "sign": (Status.FAIL, "`dW2` has the right size but the opposite sign"),
+             "factor": (Status.FAIL, "`dW2` is 2 times the right gradient"), "blank": (Status.BLANK, None),
+             "approx": (Status.APPROX, "rounding")}
+    entries = [(f"s{i}", "ex1", False, file_result("ex1", wrong={"dW2": wrong[kind]}))
+               for i, kind in enumerate(["transposed", "transposed", "sign", "factor", "blank", "approx"])]
+    entries.append(("z", "ex2", False, file_result("ex2", status=Status.ERROR, error="syntax error at line 1: x")))
+    entries += [(f"t{i}", "ex4", False, file_result("ex4", training=run)) for i, run in enumerate(
+        [DRIFTS, DRIFTS, TrainingComparison.skipped("time limit of 60 s exceeded"), TRACKS])]
+    out = tmp_path / "out"
+    write_class(out, entries)
+    summary = write_outputs(out, log=quiet)
+    dW2 = summary["exercises"]["ex1"]["gradients"]["dW2"]
+    assert dW2["passing"] == pytest.approx(1 / 6)
+    # The commonest first, then by name; three at most; a blank line is counted in words of its own.
+    assert [(m["what"], m["count"], m["hint"]) for m in dW2["mistakes"]] == [
+        ("transposed", 2, TRANSPOSE), ("blank", 1, "left blank"), ("has the sign flipped", 1,
+                                                                  "`dW2` has the right size but the opposite sign")]
+    assert "ex2" not in {row["exercise"] for row in summary["hardest"]}  # nothing of ex2 ran through
+    training = summary["exercises"]["ex4"]["gradients"]["training run"]
+    assert training["passing"] == pytest.approx(1 / 4)
+    assert [(m["hint"], m["count"]) for m in training["mistakes"]] == [
+        ("does not track autograd's training", 2), ("time limit of 60 s exceeded", 1)]
+    timeout = next(a for a in summary["needs_attention"] if a["student"] == "t2")
+    assert (timeout["status"], timeout["why"]) == ("timeout", "time limit of 60 s exceeded")
+
+
+def test_policy_reasons_name_the_gradients_and_each_kind(tmp_path):
+    names = ["dh", "dW2", "db2", "dhpreact", "dbngain"]
+    rows = tuple(TensorResult(n, n[1:], Status.FAIL, policy="autograd") for n in names) + (
+        TensorResult("dC", "C", Status.FAIL, policy="shortcut"), TensorResult("dW1", "W1", Status.EXACT))
+    record = _record(submission("p", "ex1", "x"), FileResult("p.py", "ex1", rows), VERSION)
+    assert why(record, "policy") == "uses autograd for `dh`, `dW2`, `db2`, `dhpreact` and 1 more; uses shortcut for `dC`"
+    four = _record(submission("q", "ex1", "y"), FileResult("q.py", "ex1", rows[:4]), VERSION)
+    assert why(four, "policy") == "uses autograd for `dh`, `dW2`, `db2`, `dhpreact`"
+    missing = _record(submission("r", "ex1", "z"), file_result("ex1", status=Status.MISSING), VERSION)
+    assert untouched(missing) and not untouched(_record(submission("r", "ex1", "w"), file_result("ex1"), VERSION))
+    assert why(missing, "partial") == "partial"
+
+
+def test_two_late_exercises_and_two_stray_files_are_each_listed(tmp_path):
+    out = tmp_path / "out"
+    write_class(out, [("lou", "ex1", True, file_result("ex1")), ("lou", "ex4", True, file_result("ex4", training=TRACKS))])
+    manifest = json.loads((out / CLASS_FILE).read_text())
+    manifest["owners"] = {"lou/a.txt": "lou", "lou/b.md": "lou"}
+    manifest["unrecognised"] = ["lou/a.txt", "lou/b.md"]
+    (out / CLASS_FILE).write_text(json.dumps(manifest))
+    write_outputs(out, log=quiet)
+    assert book(out)["lou"]["late"] == "ex1 ex4"
+    header = (out / "feedback" / "lou.txt").read_text().splitlines()[:4]
+    assert header == ["lou: 34/35 · ex1 26/26 · ex2 not submitted · ex4 8/8",
+                      "Not submitted: ex2 (ex2_cross_entropy.py or .ipynb)",
+                      "Handed in late (by the file name): ex1, ex4",
+                      "Not graded, as they answer no exercise: lou/a.txt, lou/b.md"]
+
+
+def test_a_name_the_file_system_could_not_decode_still_has_a_shard():
+    odd = "caf\udce9"  # the undecodable byte of a Latin-1 file name, as Python reads it
+    assert [in_shard(odd, (i, 4)) for i in range(1, 5)].count(True) == 1
+    assert safe_filename(odd, set()) == "caf"
+
+
+def test_a_class_graded_as_one_shard_merges_alone(tmp_path):
+    write_class(tmp_path / "only", shard=(1, 1))
+    write_class(tmp_path / "whole")
+    write_outputs(tmp_path / "whole", log=quiet)
+    merge([tmp_path / "only"], tmp_path / "a" / "b" / "merged", log=quiet)  # its parents made too
+    merged = tmp_path / "a" / "b" / "merged"
+    assert (merged / "gradebook.csv").read_text() == (tmp_path / "whole" / "gradebook.csv").read_text()
+    lines = (merged / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == sorted((json.loads(line) for line in lines), key=record_key)
+    assert all(line == json.dumps(json.loads(line), sort_keys=True) for line in lines)
+    assert (merged / CLASS_FILE).read_text() == json.dumps(json.loads((merged / CLASS_FILE).read_text()), indent=1)
+    (tmp_path / "empty").mkdir()
+    merge([tmp_path / "only"], tmp_path / "empty", log=quiet)  # an empty folder that exists is fine
+    assert (tmp_path / "empty" / "gradebook.csv").exists()
+
+
+def test_a_folder_swap_cut_short_puts_the_old_folder_back(tmp_path, monkeypatch):
+    from grader import outputs
+
+    folder = tmp_path / "feedback"
+    outputs.replace_folder(folder, lambda new: (new / "a.txt").write_text("old"))
+    real, calls = outputs.os.rename, []
+
+    def second_fails(source, target):
+        calls.append((source, target))
+        if len(calls) == 2:  # the old folder is aside; the new one cannot take its place
+            raise OSError("no space left")
+        real(source, target)
+
+    monkeypatch.setattr(outputs.os, "rename", second_fails)
+    with pytest.raises(OSError, match="no space left"):
+        outputs.replace_folder(folder, lambda new: (new / "b.txt").write_text("new"))
+    assert [p.name for p in tmp_path.iterdir()] == ["feedback"] and [p.name for p in folder.iterdir()] == ["a.txt"]
+    assert calls[-1] == (calls[0][1], folder)  # put back from where it was set aside

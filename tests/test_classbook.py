@@ -16,7 +16,7 @@ import pytest
 from grader.batch import discover
 from grader.classbook import exercise_status
 from grader.exercises import EX1, EX2, EX3, EX4
-from grader.lms import read_folder, read_name
+from grader.lms import Named, in_folder, read_folder, read_name
 
 from conftest import SOLUTION, replace_line
 from messy import lecture_cells, notebook
@@ -54,10 +54,35 @@ def test_lms_names_say_who_when_and_which_attempt(stem, student, late, attempt):
     assert (named.student, named.late, named.attempt) == (student, late, attempt)
 
 
+@pytest.mark.parametrize("stem, student, file", [
+    ("smith_12345_67890_ex1_backprop_all-2", "smith", "ex1_backprop_all"),
+    ("Carol Lee_123456_assignsubmission_file_ex1_backprop_all", "Carol Lee", "ex1_backprop_all"),
+    ("HW4_jdoe_attempt_2026-11-21-09-30-00_ex3_batchnorm", "jdoe", "ex3_batchnorm"),
+    ("HW4_jdoe_attempt_2026-11-21-09-30-00", "jdoe", ""),  # the LMS kept no name of the student's
+    ("Carol Lee - ex1", "Carol Lee", "ex1"),
+    ("notes (3)", None, "notes"),
+])
+def test_a_name_says_the_file_name_the_student_gave(stem, student, file):
+    # What the exercise is recognised from (`Carol Lee - ex1.py` answers ex1 by its own name).
+    assert (read_name(stem).student, read_name(stem).file) == (student, file)
+
+
+def test_a_file_in_a_students_folder_keeps_the_folders_student():
+    pat = read_folder("pat")
+    assert in_folder(pat, "ex2_cross_entropy (2)") == Named("pat", late=False, attempt=("", 2), file="ex2_cross_entropy")
+    assert in_folder(pat, "smith_1_2_ex1_backprop_all") == Named("pat", file="ex1_backprop_all")
+    assert in_folder(pat, "ex1-LATE").late and in_folder(read_folder("pat LATE"), "ex1").late
+    assert not in_folder(pat, "ex1").late
+    kim = in_folder(read_folder("kim"), "HW_kim_attempt_2026-11-21-09-30-00_ex3")
+    assert (kim.student, kim.attempt, kim.file) == ("kim", ("2026-11-21-09-30-00", 0), "ex3")
+
+
 def test_a_pattern_of_the_instructors_own_can_say_late_and_attempt():
     named = read_name("2026-bob-v3-LATE", r"^\d+-(?P<student>[a-z]+)-v(?P<attempt>\d+)(?P<late>-LATE)?")
     assert (named.student, named.late, named.attempt) == ("bob", True, ("", 3))
-    assert read_name("bob-ex1", r"^\d+-(?P<student>[a-z]+)").student is None
+    assert read_name("bob-ex1", r"^\d+-(?P<student>[a-z]+)") == Named(None, file="bob-ex1")
+    assert read_name("2026-bob-ex1", r"^\d+-(?P<student>[a-z]+)") == Named("bob", file="2026-bob-ex1")
+    assert read_name("2026-bob-vX", r"^\d+-(?P<student>[a-z]+)-(?P<attempt>\w+)").attempt == ("", 0)
     assert read_folder("Carol Lee_123456_assignsubmission_file_").student == "Carol Lee"
     assert read_folder("dave LATE").late and not read_folder("dave").late
 
