@@ -169,6 +169,20 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
     idle = [functools.partial(diagnose.probe_expected, exercise, ref, target, upstream)
             for target, upstream in probes.items()]
     *runs, chained_run, run64 = session.run(specs, idle=idle)
+    results, error = judge(exercise, runs, chained_run, run64, probes, settings)
+    run = runs[0]
+    return FileResult(
+        file=filename, exercise=exercise.id, results=with_bank_hints(results, exercise.id), error=error,
+        points=exercise.points, output=run.output, notes=tuple(run.notes),
+    )
+
+
+def judge(exercise: Exercise, runs, chained_run, run64, probes, settings: Settings
+          ) -> tuple[tuple[TensorResult, ...], str | None]:
+    """The verdicts on an exercise of lines, from what its runs answered: one run at each of the
+    exercise's configurations (the first with the probes' values), the lecture-style chained run and
+    the float64 run; and the file's error, if a run stopped."""
+    ref, ref64 = reference(exercise.configs[0]), reference(exercise.configs[0], torch.float64)
     per_config = []
     for config, run in zip(exercise.configs, runs):
         per_config.append((config, _verdicts(exercise, reference(config), run, settings), run))
@@ -197,10 +211,7 @@ def _grade_lines(session: Session, the_plan, *, source: str, filename: str, exer
         results = diagnose.apply_chained(results, chained)
         if any(diagnose.is_near_miss(r) for r in results):
             results = diagnose.rounding_hints(results, exercise, ref64, run64, settings)
-    return FileResult(
-        file=filename, exercise=exercise.id, results=with_bank_hints(results, exercise.id), error=error,
-        points=exercise.points, output=run.output, notes=tuple(run.notes),
-    )
+    return results, error
 
 
 def with_bank_hints(results: tuple[TensorResult, ...], exercise: str | None = None) -> tuple[TensorResult, ...]:

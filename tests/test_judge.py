@@ -1,0 +1,193 @@
+"""The grader's judgement of a file's runs (`grader.grading.judge`: sizes, probe, error model,
+branches, blame, chained run, rounding), tested in this process on runs simulated by
+`tests/simulated.py`: each mistake below is a file a student could hand in, and what the grader
+says of it is written out in full. One test grades the same files for real, so the simulation
+cannot drift from what a student process answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from grader.compare import Status
+from grader.exercises import EX1, EX2, EX3
+
+from conftest import SOLUTION, by_name, grade_text, replace_line
+from simulated import judged
+
+# (the line put in for the target's, the target, status, the size it fails at, the probe, the mistake, the hint)
+EX1_MISTAKES = [
+    ('dlogprobs = 1.0/n * F.one_hot(Yb, num_classes=vocab_size).float()',
+     'dlogprobs', 'fail', None, None, 'sign',
+     'a sign is wrong in your `dlogprobs`: the minus sign from `loss = -logprobs[range(n), Yb].mean()` is missing'),
+    ('dprobs = probs * dlogprobs',
+     'dprobs', 'fail', None, 'fail', None,
+     '`dprobs` is right except in 32 of 864 entries (rows 0, 1, 2, 3, 4, 5, ...; first at [0, 0]): look at ties, an index or a special case'),
+    ('dcounts_sum_inv = (counts * dprobs).sum(0, keepdim=True)',
+     'dcounts_sum_inv', 'fail', None, 'fail', 'dim',
+     'you summed over dim 0; `counts_sum_inv` was broadcast over the columns (dim 1) in `probs = counts * counts_sum_inv`, so sum over dim 1 (`dcounts_sum_inv` has shape (1, 27); `counts_sum_inv` has shape (32, 1))'),
+    ('dcounts_sum = (counts_sum**-2) * dcounts_sum_inv',
+     'dcounts_sum', 'fail', None, 'fail', 'sign',
+     'a sign is wrong in your `dcounts_sum`: the minus sign from `counts_sum_inv = counts_sum ** (-1)` is missing'),
+    ('dcounts = counts_sum_inv * dprobs',
+     'dcounts', 'fail', None, 'fail', 'path',
+     'your `dcounts` has the path through `probs` but not the one through `counts_sum`: `counts` is used in both, so its gradient is the sum of both paths'),
+    ('dnorm_logits = counts * dcounts * 2',
+     'dnorm_logits', 'fail', None, 'fail', 'factor',
+     'your `dnorm_logits` is 2 times the right gradient'),
+    ('dlogit_maxes = (-dnorm_logits).sum(1)',
+     'dlogit_maxes', 'fail', None, 'pass', None,
+     'the values are right; only the shape is wrong. `dlogit_maxes` has shape (32,) but `logit_maxes` has shape (32, 1): a size-1 axis is missing; sum with `keepdim=True`'),
+    ('dlogits = dnorm_logits.clone()',
+     'dlogits', 'fail', None, 'fail', 'path',
+     'your `dlogits` has the path through `norm_logits` but not the one through `logit_maxes`: `logits` is used in both, so its gradient is the sum of both paths'),
+    ('dh = dlogits @ W2',
+     'dh', 'error', None, None, None,
+     'RuntimeError: mat1 and mat2 shapes cannot be multiplied (32x27 and 64x27): `dlogits @ W2` multiplies `dlogits`, (32, 27), by `W2`, (64, 27): the inner sizes (27 and 64) must be equal; transpose an operand or swap the order of the operands, as the shapes decide. `dh` must be (32, 64), like `h`'),
+    ('dW2 = h.T @ dlogits / n',
+     'dW2', 'fail', None, 'fail', 'factor',
+     'your `dW2` is 1/n times the right gradient: the loss is a mean over the n examples of the batch, which puts one 1/n in every gradient'),
+    ('db2 = dlogits.sum(1)',
+     'db2', 'fail', None, 'fail', 'dim',
+     'you summed over dim 1; `b2` was broadcast over the batch (dim 0) in `logits = h @ W2 + b2`, so sum over dim 0 (`db2` has shape (32,); `b2` has shape (27,))'),
+    ('dhpreact = (1.0 - h**2) * dh',
+     'dhpreact', 'approx', None, 'pass', None,
+     "the maths is right: in float64 your line matches; the difference is floating-point rounding (PyTorch's tanh backward computes 1 - h*h with a fused multiply-add, as torch.addcmul does)"),
+    ('dhpreact = (1.0 + h**2) * dh',
+     'dhpreact', 'fail', None, 'fail', 'sign',
+     'a sign is wrong in your `dhpreact`: `h ** 2` enters the gradient of `h = torch.tanh(hpreact)` with the opposite sign'),
+    ('dbngain = (bnraw * dhpreact).sum(0)',
+     'dbngain', 'fail', None, 'pass', None,
+     'the values are right; only the shape is wrong. `dbngain` has shape (64,) but `bngain` has shape (1, 64): a size-1 axis is missing; sum with `keepdim=True`'),
+    ('dbnbias = dhpreact.sum(1, keepdim=True)',
+     'dbnbias', 'fail', None, 'fail', 'dim',
+     'you summed over dim 1; `bnbias` was broadcast over the batch (dim 0) in `hpreact = bngain * bnraw + bnbias`, so sum over dim 0 (`dbnbias` has shape (32, 1); `bnbias` has shape (1, 64))'),
+    ('dbnraw = bngain * dh',
+     'dbnraw', 'fail', None, 'fail', 'tensor',
+     'your `dbnraw` reads `dh` where the chain rule needs `dhpreact`; so your `dbnraw` uses `dh` where the chain rule through `hpreact = bngain * bnraw + bnbias` needs `dhpreact`, the gradient of `hpreact`'),
+    ('dbnvar_inv = (bndiff * dbnraw).sum(0, keepdim=True) * 32',
+     'dbnvar_inv', 'fail', None, 'fail', None,
+     '`dbnvar_inv` is n times the right gradient'),
+    ('dbnvar = (0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv',
+     'dbnvar', 'fail', None, 'fail', 'sign',
+     'a sign is wrong in your `dbnvar`: the minus sign from `bnvar_inv = (bnvar + 1e-05) ** (-0.5)` is missing'),
+    ('dbnvar = (-0.5*bnvar**-1.5) * dbnvar_inv',
+     'dbnvar', 'fail', None, 'pass', 'term',
+     'your `dbnvar` leaves out the term `1e-05` of the gradient of `bnvar_inv = (bnvar + 1e-05) ** (-0.5)`'),
+    ('dbndiff2 = (1.0/n)*torch.ones_like(bndiff2) * dbnvar',
+     'dbndiff2', 'fail', None, 'fail', 'n',
+     "your `dbndiff2` matches the variance with 1/n: the forward pass divides by n-1 (Bessel's correction, `bnvar = 1 / (n - 1) * bndiff2.sum(0, keepdim=True)`)"),
+    ('dbndiff2 = (1.0/31)*torch.ones_like(bndiff2) * dbnvar',
+     'dbndiff2', 'fail', 'other sizes', 'pass', None,
+     "right at the lecture's sizes but not at other sizes (other sizes: batch 13, block_size 4, n_embd 7, n_hidden 48, seed 1337, names without q, x, z): a size is hard-coded: line 37 uses 31; use `n-1`"),
+    ('dbndiff = bnvar_inv * dbnraw',
+     'dbndiff', 'fail', None, 'fail', 'path',
+     'your `dbndiff` has the path through `bnraw` but not the one through `bndiff2`: `bndiff` is used in both, so its gradient is the sum of both paths'),
+    ('dbndiff = bnvar_inv * dbnraw + bndiff * dbndiff2',
+     'dbndiff', 'fail', None, 'fail', 'factor',
+     'in your `dbndiff`, the factor 2 in the path through `bndiff2` is halved: a constant factor is off (the power rule gives p*x**(p-1))'),
+    ('dbnmeani = (-dbndiff).sum(0)',
+     'dbnmeani', 'fail', None, 'pass', None,
+     'the values are right; only the shape is wrong. `dbnmeani` has shape (64,) but `bnmeani` has shape (1, 64): a size-1 axis is missing; sum with `keepdim=True`'),
+    ('dhprebn = dbndiff',
+     'dhprebn', 'fail', None, 'fail', 'path',
+     'your `dhprebn` has the path through `bndiff` but not the one through `bnmeani`: `hprebn` is used in both, so its gradient is the sum of both paths'),
+    ('dembcat = dhprebn @ W1',
+     'dembcat', 'error', None, None, None,
+     'RuntimeError: mat1 and mat2 shapes cannot be multiplied (32x64 and 30x64): `dhprebn @ W1` multiplies `dhprebn`, (32, 64), by `W1`, (30, 64): the inner sizes (64 and 30) must be equal; transpose an operand or swap the order of the operands, as the shapes decide. `dembcat` must be (32, 30), like `embcat`'),
+    ('dW1 = embcat.T @ dhprebn * 2',
+     'dW1', 'fail', None, 'fail', 'factor',
+     'your `dW1` is 2 times the right gradient'),
+    ('db1 = torch.zeros_like(b1)',
+     'db1', 'fail', None, 'fail', None,
+     'your `db1` is zero whatever the upstream gradients are; it is right here only because the true gradient is zero. Its formula reads `dhprebn`'),
+    ('demb = dembcat.view(32, 3, 10)',
+     'demb', 'fail', 'other sizes', 'pass', None,
+     "right at the lecture's sizes but not at other sizes (other sizes: batch 13, block_size 4, n_embd 7, n_hidden 48, seed 1337, names without q, x, z): a size is hard-coded: line 48 uses 3; use `block_size`; line 48 uses 10; use `n_embd`; line 48 uses 32; use `n`"),
+    ('dC = torch.zeros_like(C)',
+     'dC', 'fail', None, None, None,
+     '`dC` is all zeros; was an accumulation (`+=`) overwritten?'),
+    ('dC = torch.zeros_like(C).index_add_(0, Xb.view(-1), -demb.view(-1, n_embd))',
+     'dC', 'fail', None, 'fail', 'sign',
+     'your `dC` has the right size but the opposite sign'),
+    ('dh = dlogits @ W2.T + undefined_name',
+     'dh', 'error', None, None, None,
+     "NameError: name 'undefined_name' is not defined"),
+    ('dh = dlogits @ W1.T',
+     'dh', 'error', None, None, None,
+     'RuntimeError: mat1 and mat2 shapes cannot be multiplied (32x27 and 64x30): `dlogits @ W1.T` multiplies `dlogits`, (32, 27), by `W1.T`, (64, 30): the inner sizes (27 and 64) must be equal; transpose an operand or swap the order of the operands, as the shapes decide. `dh` must be (32, 64), like `h`'),
+    ('dcounts = counts_sum_inv * dprobs\ndcounts = torch.ones_like(counts) * dcounts_sum',
+     'dcounts', 'fail', None, 'fail', 'accumulate',
+     'line 17 assigns `dcounts` with `=`, which throws away the path through `probs` that line 16 computed: use `+=` to add the paths up'),
+]
+EX2_SOLUTION, EX3_SOLUTION = EX2.solution_path.read_text(), EX3.solution_path.read_text()
+OTHER_MISTAKES = [
+    (replace_line(EX2_SOLUTION, "dlogits =", "dlogits = F.softmax(logits, 1) - F.one_hot(Yb, vocab_size)"), EX2,
+     "dlogits", "fail", None, None, "factor",
+     "your `dlogits` is n times the right gradient: the loss is a mean over the n examples of the batch, which puts "
+     "one 1/n in every gradient"),
+    (replace_line(EX2_SOLUTION, "dlogits =", "dlogits = (F.softmax(logits, 1) - F.one_hot(Yb, vocab_size)) / 32"), EX2,
+     "dlogits", "fail", "other sizes", None, None,
+     "right at the lecture's sizes but not at other sizes (other sizes: batch 13, block_size 4, n_embd 7, n_hidden 48, "
+     "seed 1337, names without q, x, z): a size is hard-coded: line 12 uses 32; use `n`"),
+    (EX3_SOLUTION.replace("n/(n-1)*bnraw", "bnraw"), EX3, "dhprebn", "fail", None, "fail", "n",
+     "your `dhprebn` matches the variance with 1/n: the forward pass divides by n-1 (Bessel's correction, "
+     "`bnvar = hprebn.var(0, keepdim=True, unbiased=True)`)"),
+    (EX3_SOLUTION, EX3, "dhprebn", "approx", None, "pass", None,
+     "the maths is right: in float64 your line matches; the difference is floating-point rounding"),
+    (EX2_SOLUTION, EX2, "dlogits", "approx", None, None, None,
+     "in float64 your line matches here; the difference is floating-point rounding"),
+]
+
+
+def _source(line: str, target: str) -> str:
+    return replace_line(SOLUTION, target + " =", line)
+
+
+def _said(result) -> tuple:
+    return result.status.value, result.failed_at, result.probe, result.mistake, result.hint
+
+
+@pytest.mark.parametrize("line, target, status, failed_at, probe, mistake, hint", EX1_MISTAKES,
+                         ids=[case[1] + "-" + str(i) for i, case in enumerate(EX1_MISTAKES)])
+def test_each_mistake_is_judged_at_its_line_and_only_there(line, target, status, failed_at, probe, mistake, hint):
+    source = _source(line, target)
+    results = judged(source, EX1)
+    assert _said(results[target]) == (status, failed_at, probe, mistake, hint)
+    # At the statement that went wrong: for a gradient written in two statements, the second.
+    written = [i for i, text in enumerate(source.splitlines(), start=1) if text.startswith(target + " =")]
+    assert results[target].line == written[-1]
+    assert all(r.status is Status.EXACT for name, r in results.items() if name != target)
+
+
+@pytest.mark.parametrize("source, exercise, target, status, failed_at, probe, mistake, hint", OTHER_MISTAKES)
+def test_exercises_2_and_3_are_judged_on_their_inlined_formulas(source, exercise, target, status, failed_at, probe,
+                                                                  mistake, hint):
+    assert _said(judged(source, exercise)[target]) == (status, failed_at, probe, mistake, hint)
+
+
+def test_the_solution_is_exact_everywhere_and_its_chain_holds():
+    results = judged(SOLUTION, EX1)
+    assert {r.status for r in results.values()} == {Status.EXACT}
+    assert {r.chained for r in results.values()} == {"exact"} and {r.probe for r in results.values()} <= {"pass", None}
+
+
+def test_a_broken_chain_is_pointed_at_where_it_breaks():
+    # dcounts misses a path; the lines after it are right on their own, but not on the student's own values.
+    results = judged(_source("dcounts = counts_sum_inv * dprobs", "dcounts"), EX1)
+    assert results["dcounts"].chained == "fail"
+    assert results["dnorm_logits"].status is Status.EXACT and results["dnorm_logits"].chained == "fail"
+    assert results["dnorm_logits"].hint == ("correct on its own; with your own upstream gradients it is off: your chain "
+                                            "breaks earlier, at `dcounts`")
+    assert results["dlogprobs"].chained == "exact" and results["dlogprobs"].hint is None
+
+
+@pytest.mark.slow
+def test_the_simulation_answers_as_the_student_process_does():
+    cases = [(_source(line, target), EX1) for line, target, *_ in EX1_MISTAKES]
+    cases += [(source, exercise) for source, exercise, *_ in OTHER_MISTAKES] + [(SOLUTION, EX1)]
+    for source, exercise in cases:
+        real = by_name(grade_text(source, exercise=exercise, filename=exercise.stub_path.name))
+        simulated = judged(source, exercise)
+        for name, result in real.items():
+            assert (*_said(result), result.line, result.chained) == (
+                *_said(simulated[name]), simulated[name].line, simulated[name].chained), (source, name)
