@@ -591,3 +591,86 @@ def test_a_folder_swap_cut_short_puts_the_old_folder_back(tmp_path, monkeypatch)
         outputs.replace_folder(folder, lambda new: (new / "b.txt").write_text("new"))
     assert [p.name for p in tmp_path.iterdir()] == ["feedback"] and [p.name for p in folder.iterdir()] == ["a.txt"]
     assert calls[-1] == (calls[0][1], folder)  # put back from where it was set aside
+
+
+def _row(gradient, passing, graded=4, mistakes=("wrong values",)):
+    return {"exercise": "ex1", "gradient": gradient, "graded": graded, "passing": passing,
+            "mistakes": [{"what": m, "count": graded - passing, "hint": "h"} for m in mistakes]}
+
+
+def test_the_printed_summary_lists_five_hard_gradients_and_cuts_lists_at_their_lengths():
+    base = {"students": 3, "submissions": 3, "statuses": {"ok": 3}, "exercises": {}, "unrecognised": [],
+            "needs_attention": []}
+    rows = [_row("dall", 10, 10)] + [_row(f"d{i}", i, 10) for i in range(7)]  # one everyone passed, seven not
+    text = summary_text({**base, "hardest": rows}).splitlines()
+    assert text[1:] == ["", "hardest gradients:"] + [
+        f"  ex1 d{i}{' ' * 14} {i}/10 pass   {10 - i} wrong values" for i in range(5)]
+    few = summary_text({**base, "hardest": [_row("dx", 3, mistakes=())]}).splitlines()
+    assert few[1:] == ["", "hardest gradients:", "  ex1 dx               3/4 pass"]
+    twelve = [{"student": f"s{i:02d}", "exercise": "ex1", "status": "error", "why": "w"} for i in range(12)]
+    six = [{"student": f"m{i}", "exercise": "ex2", "status": "missing", "why": "not submitted"} for i in range(6)]
+    text = summary_text({**base, "hardest": [], "needs_attention": twelve + six,
+                         "unrecognised": [f"f{i}" for i in range(10)]}).splitlines()
+    assert text[1:] == (["", "needs attention (12 files):"] + [f"  s{i:02d}  ex1 error: w" for i in range(12)]
+                        + ["  ex2 not submitted by 6: m0, m1, m2, m3, m4, m5", "",
+                           "not recognised (10): " + ", ".join(f"f{i}" for i in range(10))])
+    thirteen = summary_text({**base, "hardest": [], "needs_attention": twelve + twelve[:1]}).splitlines()
+    assert thirteen[-1] == "  ... and 1 more in report.html" and thirteen[-2] == "  s11  ex1 error: w"
+    only_missing = summary_text({**base, "hardest": [], "needs_attention": six[:1]}).splitlines()
+    assert only_missing[1:] == ["", "needs attention:", "  ex2 not submitted by 1: m0"]
+    seven = [{"student": f"m{i}", "exercise": "ex2", "status": "missing", "why": "not submitted"} for i in range(7)]
+    assert summary_text({**base, "hardest": [], "needs_attention": seven}).splitlines()[-1] == (
+        "  ex2 not submitted by 7: m0, m1, m2, m3, m4, m5 ...")
+
+
+def test_training_reasons_are_cut_at_three_and_merge_prints_its_summary(tmp_path):
+    errors = ["time limit of 60 s exceeded", "the run stopped early", "NameError: x", "NameError: y"]
+    entries = [(f"t{i}", "ex4", False, file_result("ex4", training=TrainingComparison.skipped(e)))
+               for i, e in enumerate(errors + errors[:1])]
+    write_class(tmp_path / "out", entries)
+    summary = write_outputs(tmp_path / "out", log=quiet)
+    assert list(summary["exercises"]) == ["ex4"]  # ex1 and ex2, handed in by nobody, are skipped, not the end
+    mistakes = summary["exercises"]["ex4"]["gradients"]["training run"]["mistakes"]
+    assert [(m["hint"], m["count"]) for m in mistakes] == [(errors[0], 2), (errors[1], 1), (errors[2], 1)]
+    write_class(tmp_path / "shard", entries, shard=(1, 1))
+    said = []
+    merge([tmp_path / "shard"], tmp_path / "merged", log=said.append)
+    assert said and said[0].startswith("6 students, 5 graded submissions: 2 timeout · 4 missing")
+    feedback = (tmp_path / "merged" / "feedback" / "t1.txt").read_text()
+    record = load_results(tmp_path / "merged" / "results.jsonl")[1]
+    assert record["student"] == "t1" and feedback.endswith("\n\n" + record["report"] + "\n")
+    assert safe_filename("Xavier_", set()) == "Xavier" and safe_filename("_.Zoe", set()) == "Zoe"
+
+
+def test_class_json_says_what_a_batch_found_and_one_fingerprint_for_every_shard():
+    from grader.classbook import class_manifest
+
+    subs = [SimpleNamespace(student=s, exercise=BY_ID[e], name=f"{s}_{e}.py", digest=d, late=late)
+            for s, e, d, late in [("ann", "ex1", "a1", False), ("ben", "ex2", "b2", True), ("cy", "ex1", "c1", False)]]
+    found = SimpleNamespace(submissions=subs, unrecognised=["ann/notes.txt", "stray.txt"], unassigned=["ben_ex3.py"],
+                            owners={"ann/notes.txt": "ann", "ben_ex3.py": "ben"}, duplicates=["cy"], skipped=["big.py"])
+    whole = class_manifest(found, "v1", ["ex1", "ex2"])
+    assert well_formed(whole) and json.loads(json.dumps(whole)) == whole
+    assert whole == {
+        "grader_version": "v1", "assigned": ["ex1", "ex2"], "shard": None, "fingerprint": whole["fingerprint"],
+        "submissions": [{"student": "ann", "exercise": "ex1", "file": "ann_ex1.py", "sha256": "a1", "late": False},
+                        {"student": "ben", "exercise": "ex2", "file": "ben_ex2.py", "sha256": "b2", "late": True},
+                        {"student": "cy", "exercise": "ex1", "file": "cy_ex1.py", "sha256": "c1", "late": False}],
+        "unrecognised": ["ann/notes.txt", "stray.txt"], "unassigned": ["ben_ex3.py"],
+        "owners": {"ann/notes.txt": "ann", "ben_ex3.py": "ben"}, "duplicates": ["cy"], "skipped": ["big.py"]}
+    import hashlib
+
+    assert whole["fingerprint"] == hashlib.sha256("\n".join(
+        ["ann\0ex1\0a1", "ben\0ex2\0b2", "cy\0ex1\0c1", "ann/notes.txt", "stray.txt"]).encode()).hexdigest()
+    parts = [class_manifest(found, "v1", ["ex1", "ex2"], (i, 2)) for i in (1, 2)]
+    assert all(p["fingerprint"] == whole["fingerprint"] and p["shard"] == [i, 2] for i, p in zip((1, 2), parts))
+    for key in ("submissions", "unrecognised", "unassigned", "duplicates", "skipped"):
+        assert sorted(map(json.dumps, parts[0][key] + parts[1][key])) == sorted(map(json.dumps, whole[key])), key
+    # Each student's files, and files owned by nobody by their own name, fall in the student's shard.
+    ann = next(i for i in (1, 2) if in_shard("ann", (i, 2)))
+    assert "ann/notes.txt" in parts[ann - 1]["unrecognised"] and parts[ann - 1]["owners"].get("ann/notes.txt") == "ann"
+    stray = next(i for i in (1, 2) if in_shard("stray.txt", (i, 2)))
+    assert "stray.txt" in parts[stray - 1]["unrecognised"]
+    assert merged_manifest(parts)["fingerprint"] == whole["fingerprint"]
+    changed = SimpleNamespace(**{**found.__dict__, "unrecognised": ["ann/notes.txt"]})
+    assert class_manifest(changed, "v1", ["ex1"])["fingerprint"] != whole["fingerprint"]
