@@ -6,7 +6,11 @@ cannot drift from what a student process answers."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+
+import torch
 
 from grader.compare import Status
 from grader.exercises import EX1, EX2, EX3
@@ -118,6 +122,27 @@ EX1_MISTAKES = [
     ('dcounts = counts_sum_inv * dprobs\ndcounts = torch.ones_like(counts) * dcounts_sum',
      'dcounts', 'fail', None, 'fail', 'accumulate',
      'line 17 assigns `dcounts` with `=`, which throws away the path through `probs` that line 16 computed: use `+=` to add the paths up'),
+    ('dhpreact = (1.0 + h**2) * (dlogits @ W2.T)',
+     'dhpreact', 'fail', None, 'fail', 'sign',
+     'your `dhpreact` reads `dlogits` where the chain rule needs `dh`; so a sign is wrong in your `dhpreact`: `h ** 2` '
+     'enters the gradient of `h = torch.tanh(hpreact)` with the opposite sign'),
+    ('s = dhprebn.sum(0)\ndb1 = s * 2',
+     'db1', 'fail', None, 'fail', 'factor',
+     'your `db1` is 2 times the right gradient (it looked right here only because the true gradient is zero: the '
+     'grader re-ran your line on random upstream gradients)'),
+    ('dcounts = counts_sum_inv * dprobs\ndcounts += torch.ones_like(counts) * dcounts_sum * 2',
+     'dcounts', 'fail', None, 'fail', 'factor',
+     'in your `dcounts`, the path through `counts_sum` is 2 times what it should be: a constant factor is off'),
+    ('dlogits = dnorm_logits + dlogit_maxes',
+     'dlogits', 'fail', None, 'fail', 'factor',
+     'your `dlogits` misses the factor `F.one_hot(logits.max(1).indices, num_classes=vocab_size)` of the gradient of '
+     '`logit_maxes = logits.max(1, keepdim=True).values`'),
+    ('dbnraw = bngain * dhpreact + bnbias',
+     'dbnraw', 'fail', None, 'fail', None, '2048 of 2048 entries of `dbnraw` are wrong'),
+    ('dhprebn = dbndiff + dbnmeani',
+     'dhprebn', 'fail', None, 'fail', 'factor',
+     'your `dhprebn` misses the factor `torch.ones_like(hprebn) * (1 / n)` of the gradient of '
+     '`bnmeani = 1 / n * hprebn.sum(0, keepdim=True)`'),
 ]
 EX2_SOLUTION, EX3_SOLUTION = EX2.solution_path.read_text(), EX3.solution_path.read_text()
 OTHER_MISTAKES = [
@@ -154,7 +179,7 @@ def test_each_mistake_is_judged_at_its_line_and_only_there(line, target, status,
     results = judged(source, EX1)
     assert _said(results[target]) == (status, failed_at, probe, mistake, hint)
     # At the statement that went wrong: for a gradient written in two statements, the second.
-    written = [i for i, text in enumerate(source.splitlines(), start=1) if text.startswith(target + " =")]
+    written = [i for i, text in enumerate(source.splitlines(), start=1) if re.match(rf"{target} \+?= ", text)]
     assert results[target].line == written[-1]
     assert all(r.status is Status.EXACT for name, r in results.items() if name != target)
 
@@ -163,6 +188,27 @@ def test_each_mistake_is_judged_at_its_line_and_only_there(line, target, status,
 def test_exercises_2_and_3_are_judged_on_their_inlined_formulas(source, exercise, target, status, failed_at, probe,
                                                                   mistake, hint):
     assert _said(judged(source, exercise)[target]) == (status, failed_at, probe, mistake, hint)
+
+
+@pytest.mark.parametrize("target, lines", [
+    ("db1", "s = dhprebn.sum(0)\ndb1 = s"),  # a helper
+    ("dcounts", "dcounts = torch.zeros_like(counts)\ndcounts += counts_sum_inv * dprobs\n"
+                "dcounts += torch.ones_like(counts) * dcounts_sum"),  # a gradient summed in three statements
+    ("dhpreact", "dhpreact = dh * torch.addcmul(torch.ones_like(h), h, h, value=-1)\n"
+                 "dhpreact = dhpreact.clone()"),
+])
+def test_right_answers_written_another_way_are_exact(target, lines):
+    results = judged(_source(lines, target), EX1)
+    assert {r.status for r in results.values()} == {Status.EXACT}, results[target]
+
+
+def test_a_gradient_split_over_statements_is_blamed_where_it_first_goes_wrong():
+    # The first of two statements is off (twice the path through counts_sum); the second is right.
+    source = _source("dcounts = torch.ones_like(counts) * dcounts_sum * 2\ndcounts += counts_sum_inv * dprobs", "dcounts")
+    result = judged(source, EX1)["dcounts"]
+    first = next(i for i, text in enumerate(source.splitlines(), start=1) if text.startswith("dcounts ="))
+    assert (result.status, result.line, result.mistake) == (Status.FAIL, first, "factor")
+    assert result.hint == "in your `dcounts`, the path through `counts_sum` is 2 times what it should be: a constant factor is off"
 
 
 def test_the_solution_is_exact_everywhere_and_its_chain_holds():
@@ -184,6 +230,8 @@ def test_a_broken_chain_is_pointed_at_where_it_breaks():
 @pytest.mark.slow
 def test_the_simulation_answers_as_the_student_process_does():
     cases = [(_source(line, target), EX1) for line, target, *_ in EX1_MISTAKES]
+    cases.append((_source("dcounts = torch.ones_like(counts) * dcounts_sum * 2\ndcounts += counts_sum_inv * dprobs",
+                          "dcounts"), EX1))
     cases += [(source, exercise) for source, exercise, *_ in OTHER_MISTAKES] + [(SOLUTION, EX1)]
     for source, exercise in cases:
         real = by_name(grade_text(source, exercise=exercise, filename=exercise.stub_path.name))
@@ -191,3 +239,70 @@ def test_the_simulation_answers_as_the_student_process_does():
         for name, result in real.items():
             assert (*_said(result), result.line, result.chained) == (
                 *_said(simulated[name]), simulated[name].line, simulated[name].chained), (source, name)
+
+
+def test_an_answer_changed_in_place_later_fails_with_the_line_that_changed_it():
+    from grader import diagnose
+    from grader.compare import TensorResult
+    from grader.execution import Run
+
+    results = (TensorResult("dbndiff", "bndiff", Status.EXACT), TensorResult("dhprebn", "hprebn", Status.FAIL, hint="h"),
+               TensorResult("dW1", "W1", Status.APPROX))
+    out = diagnose.apply_mutations(results, Run(mutated={"dbndiff": 41, "dhprebn": 41}))
+    said = ("line 41 changed `dbndiff` in place after it was answered, through an alias (a name assigned `dbndiff` "
+            "itself, not a copy, then changed with `+=` or the like), so your `dbndiff` no longer holds the gradient. "
+            "Use `.clone()` when you copy a gradient")
+    assert out[0] == TensorResult("dbndiff", "bndiff", Status.FAIL, hint=said, warning=said, mistake="alias")
+    assert out[1].status is Status.FAIL and out[1].hint == "h" and out[1].warning.startswith("line 41 changed `dhprebn`")
+    assert out[2] == results[2]
+
+
+def test_a_line_that_reached_for_autograd_fails_whatever_its_value():
+    from grader import diagnose
+    from grader.compare import TensorResult
+    from grader.execution import Answer, Run
+
+    results = (TensorResult("dh", "h", Status.EXACT, maxdiff=0.0), TensorResult("dW2", "W2", Status.EXACT, maxdiff=0.0))
+    run = Run(answers={"dh": Answer("dh", kind="error", message="uses `backward`", policy="autograd"),
+                       "dW2": Answer("dW2")})
+    out = diagnose.apply_policy(results, run)
+    assert out[0] == TensorResult("dh", "h", Status.FAIL, hint="uses `backward`", policy="autograd", maxdiff=None)
+    assert out[1] == results[1]
+
+
+@pytest.mark.parametrize("changes, near", [
+    ({"status": Status.APPROX}, True),
+    ({"status": Status.APPROX, "probe": "fail"}, False),
+    ({"status": Status.EXACT}, False),
+    ({}, True),  # a fail by 5e-5, nothing else said of it
+    ({"maxdiff": 1e-4}, False), ({"maxdiff": None}, False), ({"policy": "autograd"}, False),
+    ({"failed_at": "small"}, False), ({"mistake": "sign"}, False), ({"got_shape": (4, 3)}, False),
+])
+def test_a_near_miss_is_a_pass_not_exact_or_a_fail_by_less_than_1e_4(changes, near):
+    from dataclasses import replace
+
+    from grader import diagnose
+    from grader.compare import TensorResult
+
+    fail = TensorResult("dx", "x", Status.FAIL, maxdiff=5e-5, expected_shape=(3, 4), got_shape=(3, 4))
+    assert diagnose.is_near_miss(replace(fail, **changes)) is near
+
+
+def test_a_line_right_at_the_lectures_sizes_only_names_its_literal():
+    results = judged(_source("dbndiff2 = (1/31.0)*torch.ones_like(bndiff2) * dbnvar", "dbndiff2"), EX1)
+    assert results["dbndiff2"].failed_at == "other sizes" and results["dbndiff2"].hint.endswith("uses 31; use `n-1`")
+    results = judged(_source("dbndiff2 = (1/(n-1))*torch.ones_like(bndiff2) * dbnvar * 7 / 7.5 * 7.5 / 7", "dbndiff2"), EX1)
+    assert results["dbndiff2"].status.passed  # literals that are not the lecture's sizes are not blamed
+
+
+def test_the_probe_tells_a_right_formula_from_one_right_only_on_these_values():
+    from grader import diagnose
+
+    expected = torch.linspace(-2, 2, 12).reshape(3, 4)
+    assert diagnose._probe_matches(expected * (1 + 5e-5), expected)
+    assert not diagnose._probe_matches(expected * (1 + 5e-4), expected)
+    assert diagnose._probe_matches(expected.reshape(12), expected)  # the shape is judged elsewhere
+    assert not diagnose._probe_matches(expected.reshape(12)[:6], expected[:, :2].reshape(3, 2) * 0 + 1)
+    assert not diagnose._probe_matches(expected.long(), expected)
+    zero = torch.zeros(3, 4)
+    assert diagnose._probe_matches(zero + 1e-18, zero) and not diagnose._probe_matches(zero + 1e-16, zero)
