@@ -15,11 +15,11 @@ import pytest
 from grader.batch import _record
 from grader.classbook import (
     CLASS_FILE, MergeError, attention, feedback_names, gradebook_csv, hint_kind, in_shard, merge, merged_manifest,
-    safe_filename, score_line, standings, summarise, summary_text, untouched, valid_shard, well_formed, why,
+    safe_filename, score_line, standings, summary_text, untouched, valid_shard, well_formed, why,
     write_outputs,
 )
 from grader.compare import FileResult, Status, TensorResult
-from grader.exercises import BY_ID, EX1, EX2, EX4
+from grader.exercises import BY_ID, EX1, EX2
 from grader.outputs import load_results, record_key, safe_cell
 from grader.outputs import well_formed as record_well_formed
 from grader.training import TrainingComparison
