@@ -143,6 +143,20 @@ EX1_MISTAKES = [
      'dhprebn', 'fail', None, 'fail', 'factor',
      'your `dhprebn` misses the factor `torch.ones_like(hprebn) * (1 / n)` of the gradient of '
      '`bnmeani = 1 / n * hprebn.sum(0, keepdim=True)`'),
+    ('dnorm_logits = counts * (counts_sum_inv * dprobs)',
+     'dnorm_logits', 'fail', None, 'fail', 'term',
+     'your `dnorm_logits` reads `dprobs` where the chain rule needs `dcounts`; so your `dnorm_logits` leaves out the '
+     'term `torch.ones_like(counts) * (-1 * counts_sum ** (-2) * (counts * dprobs).sum(1, keepdim=True))` of the '
+     'gradient of `counts = norm_logits.exp()`'),
+    ('dbndiff = bnvar_inv * (bngain * dhpreact)',
+     'dbndiff', 'fail', None, 'fail', 'path',
+     'your `dbndiff` reads `dhpreact` where the chain rule needs `dbndiff2` and `dbnraw`; so your `dbndiff` has the path '
+     'through `bnraw` but not the one through `bndiff2`: `bndiff` is used in both, so its gradient is the sum of both '
+     'paths'),
+    ('dlogit_maxes = torch.zeros_like(logit_maxes)',
+     'dlogit_maxes', 'fail', 'other sizes', 'fail', None,
+     'your `dlogit_maxes` is zero whatever the upstream gradients are; it is right here only because the true gradient '
+     'is zero. Its formula reads `dnorm_logits`'),
 ]
 EX2_SOLUTION, EX3_SOLUTION = EX2.solution_path.read_text(), EX3.solution_path.read_text()
 OTHER_MISTAKES = [
@@ -182,6 +196,7 @@ def test_each_mistake_is_judged_at_its_line_and_only_there(line, target, status,
     written = [i for i, text in enumerate(source.splitlines(), start=1) if re.match(rf"{target} \+?= ", text)]
     assert results[target].line == written[-1]
     assert all(r.status is Status.EXACT for name, r in results.items() if name != target)
+    assert all(r.probe == "pass" for name, r in results.items() if name not in (target, "dlogprobs"))
 
 
 @pytest.mark.parametrize("source, exercise, target, status, failed_at, probe, mistake, hint", OTHER_MISTAKES)
@@ -214,7 +229,9 @@ def test_a_gradient_split_over_statements_is_blamed_where_it_first_goes_wrong():
 def test_the_solution_is_exact_everywhere_and_its_chain_holds():
     results = judged(SOLUTION, EX1)
     assert {r.status for r in results.values()} == {Status.EXACT}
-    assert {r.chained for r in results.values()} == {"exact"} and {r.probe for r in results.values()} <= {"pass", None}
+    assert {r.chained for r in results.values()} == {"exact"}
+    # Every line is re-run on random upstream gradients, and passes; but dlogprobs, which reads only the loss's.
+    assert [name for name, r in results.items() if r.probe != "pass"] == ["dlogprobs"]
 
 
 def test_a_broken_chain_is_pointed_at_where_it_breaks():
@@ -306,3 +323,35 @@ def test_the_probe_tells_a_right_formula_from_one_right_only_on_these_values():
     assert not diagnose._probe_matches(expected.long(), expected)
     zero = torch.zeros(3, 4)
     assert diagnose._probe_matches(zero + 1e-18, zero) and not diagnose._probe_matches(zero + 1e-16, zero)
+
+
+def test_a_near_miss_that_float64_gets_right_is_called_rounding():
+    from grader import diagnose
+    from grader.compare import Settings, TensorResult
+    from grader.execution import Answer, Run
+    from grader.network import reference
+
+    ref64 = reference(EX1.configs[0], torch.float64)
+    right = {name: Answer(name, value=ref64.gradients[name[1:]].clone()) for name in ("dh", "dhpreact", "dW2", "db2")}
+    wrong = dict(right, db2=Answer("db2", value=ref64.gradients["b2"] * 1.001))
+    results = (
+        TensorResult("dh", "h", Status.FAIL, maxdiff=5e-5, expected_shape=(32, 64), got_shape=(32, 64), hint="off"),
+        TensorResult("dhpreact", "hpreact", Status.APPROX, maxdiff=1e-9, probe="pass"),
+        TensorResult("dW2", "W2", Status.APPROX, maxdiff=1e-9, hint="said already"),
+        TensorResult("db2", "b2", Status.APPROX, maxdiff=1e-9),
+    )
+    out = {r.name: r for r in diagnose.rounding_hints(results, EX1, ref64, Run(answers=wrong), Settings())}
+    assert out["dh"].status is Status.FAIL and out["dh"].hint == (
+        "off. But in float64 your line matches here; the difference is floating-point rounding")
+    assert out["dhpreact"].hint == ("the maths is right: in float64 your line matches; the difference is floating-point "
+                                    "rounding (PyTorch's tanh backward computes 1 - h*h with a fused multiply-add, as "
+                                    "torch.addcmul does)")
+    assert out["dW2"].hint == "said already" and out["db2"].hint is None  # db2 is off in float64 too
+    bare = diagnose.rounding_hints((replace_hint(results[0], None),), EX1, ref64, Run(answers=right), Settings())
+    assert bare[0].hint == "in float64 your line matches here; the difference is floating-point rounding"
+
+
+def replace_hint(result, hint):
+    from dataclasses import replace
+
+    return replace(result, hint=hint)
