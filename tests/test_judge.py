@@ -199,7 +199,8 @@ def test_each_mistake_is_judged_at_its_line_and_only_there(line, target, status,
     assert all(r.probe == "pass" for name, r in results.items() if name not in (target, "dlogprobs"))
 
 
-@pytest.mark.parametrize("source, exercise, target, status, failed_at, probe, mistake, hint", OTHER_MISTAKES)
+@pytest.mark.parametrize("source, exercise, target, status, failed_at, probe, mistake, hint", OTHER_MISTAKES,
+                         ids=["ex2-times-n", "ex2-hard-coded", "ex3-bessel", "ex3-solution", "ex2-solution"])
 def test_exercises_2_and_3_are_judged_on_their_inlined_formulas(source, exercise, target, status, failed_at, probe,
                                                                   mistake, hint):
     assert _said(judged(source, exercise)[target]) == (status, failed_at, probe, mistake, hint)
