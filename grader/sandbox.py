@@ -373,9 +373,11 @@ class Worker:
             self.pid = pid
         else:
             # The worker imports the parent's own grader (a checkout run in place, say), not whichever
-            # one the interpreter's site finds first: only the parent's is visible in the sandbox.
+            # one the interpreter's site finds first: only the parent's is visible in the sandbox. (An
+            # installed kit's folder is on the path already, after the standard library: it stays there.)
             root = str(Path(_package_path()).parent)
-            code = (f"import sys; sys.path.insert(0, {root!r}); from grader.sandbox import serve; "
+            code = (f"import sys; {root!r} in sys.path or sys.path.insert(0, {root!r}); "
+                    f"from grader.sandbox import serve; "
                     f"serve({theirs.fileno()}, {self.slots}, {self.escape!r}, {self.uid_base}, warm_all=True, "
                     f"huge_pages={self.many})")
             command = [sys.executable, "-c", code]
