@@ -29,8 +29,8 @@ from grader.execution import WorkerDied, _student_error, current_executor, parse
 from grader.policy import Forbidden, Guard, compile_student
 from grader.wire import Malformed, Reader, check_frame, decode_tensor, encode_value, send
 from grader.network import (
-    LECTURE, TRAINING, Config, Vocabulary, backward_pass, build_dataset, computed_once, forward_fused, init_parameters, load_words,
-    split_words, PARAMETER_NAMES,
+    LECTURE, TRAINING, Config, Vocabulary, backward_pass, build_dataset, computed_once, forward_fused, init_parameters,
+    load_words, split_words, PARAMETER_NAMES,
 )
 
 CHECKED_STEPS = 3  # states along autograd's trajectory at which the gradients are compared

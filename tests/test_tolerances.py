@@ -48,7 +48,8 @@ def test_a_settings_file_moves_each_tolerance(solution, tmp_path):
     both = replace_line(replace_line(solution, "dh =", DH_OUTSIDE), "dlogits =", SMALL_OUTSIDE)
     path = tmp_path / "ex1_backprop_all.py"
     path.write_text(both)
-    assert _grade_cli(path)["dh"] == "fail" and _grade_cli(path)["dlogits"] == "fail"
+    verdicts = _grade_cli(path)
+    assert verdicts["dh"] == "fail" and verdicts["dlogits"] == "fail"
     loose_rtol = tmp_path / "rtol.toml"
     loose_rtol.write_text("[grading]\nrtol = 1e-4\n")
     verdicts = _grade_cli(path, "--config", str(loose_rtol))
