@@ -67,3 +67,16 @@ def escaped(monkeypatch):
     yield worker
     use_executor(before)
     worker.close()
+
+
+# Settings files an instructor might get wrong, and the words the one-sentence error must hold.
+BAD_SETTINGS = [
+    ("[grading]\nrtol = 'x'\n", "must be numbers"),
+    ("[grading]\nspeed = 1\n", "unknown keys in [grading]: speed"),
+    ("[grading]\nspeed = 1\ncolour = 2\n", "unknown keys in [grading]: colour, speed"),
+    ("[exercises]\nex1 = 3\n", "[exercises.ex1] allow in"),
+    ("[grading]\nshape_gate = 'sometimes'\n", "must be \"fail\" or \"warn\", not 'sometimes'"),
+    ("[exercises.ex1]\nallow = 'softmax'\n", "[exercises.ex1] allow"),
+    ("[exercises.ex1]\nallow = [1]\n", "must be a list of names"),
+    ("[grading\n", "is not valid TOML"),
+]

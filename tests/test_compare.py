@@ -16,6 +16,8 @@ from grader.compare import (
 )
 from grader.execution import Answer
 
+from conftest import BAD_SETTINGS
+
 EXPECTED = torch.linspace(-1.0, 1.0, 12).reshape(3, 4)
 
 
@@ -291,16 +293,7 @@ def test_a_files_score_counts_scored_passes_and_the_training_run():
     assert FileResult.from_dict(old) == bare
 
 
-@pytest.mark.parametrize("text, said", [
-    ("[grading]\nrtol = 'x'\n", "must be numbers"),
-    ("[grading]\nspeed = 1\n", "unknown keys in [grading]: speed"),
-    ("[grading]\nspeed = 1\ncolour = 2\n", "unknown keys in [grading]: colour, speed"),
-    ("[exercises]\nex1 = 3\n", "[exercises.ex1] allow in"),
-    ("[grading]\nshape_gate = 'sometimes'\n", "must be \"fail\" or \"warn\", not 'sometimes'"),
-    ("[exercises.ex1]\nallow = 'softmax'\n", "[exercises.ex1] allow"),
-    ("[exercises.ex1]\nallow = [1]\n", "must be a list of names"),
-    ("[grading\n", "is not valid TOML"),
-])
+@pytest.mark.parametrize("text, said", BAD_SETTINGS)
 def test_a_settings_file_that_cannot_be_used_says_why(tmp_path, text, said):
     path = tmp_path / "s.toml"
     path.write_text(text)

@@ -12,7 +12,7 @@ from grader.cli import cli
 from grader.compare import Status
 from grader.exercises import EX2
 
-from conftest import by_name, grade_text, replace_line
+from conftest import BAD_SETTINGS, by_name, grade_text, replace_line
 
 
 def failing(result) -> list[str]:
@@ -270,12 +270,7 @@ def test_an_instructor_settings_file_relaxes_the_shape_gate_and_allows_functions
     assert all(r["status"] in ("exact", "approx") for r in relaxed["results"])
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[grading\n", "not valid TOML"),
-    ('[grading]\nshape_gate = "maybe"\n', "must be \"fail\" or \"warn\""),
-    ("[grading]\nrtol = 'x'\n", "must be numbers"),
-    ("[grading]\ntolerance = 1\n", "unknown keys"),
-])
+@pytest.mark.parametrize("text, words", BAD_SETTINGS)
 def test_a_bad_settings_file_is_one_sentence_and_exit_2(tmp_path, text, words):
     settings = tmp_path / "grading.toml"
     settings.write_text(text)
